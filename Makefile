@@ -1,0 +1,64 @@
+# Two commands a newcomer needs: `make serve` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve import-demo test test-fast lint typecheck format demo-data demo-model \
+        bento container container-test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+import-demo: $(STAMP) ## import the shipped saved_model/ into the BentoML store (idempotent)
+	$(BIN)/python build_bento_from_saved.py --import-only
+
+serve: import-demo ## set up everything and serve the shipped demo model on port $(PORT)
+	$(BIN)/bentoml serve service:Kitchenware --port $(PORT)
+
+test: $(STAMP) ## lint, type-check and run every test (container suite: KITCHENWARE_SKIP_CONTAINER=1 skips it)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP) ## the quick tests only (no training runs, servers or containers)
+	$(BIN)/python -m pytest tests -m "not slow and not container and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+demo-data: $(STAMP) ## generate the synthetic six-class dataset into data/demo
+	$(BIN)/python -m kitchenware.demo_data data/demo --per-class 120 --seed 0
+
+demo-model: demo-data ## retrain the shipped demo model into saved_model/
+	$(BIN)/python train.py --data data/demo --backbone mobilenetv3small --image-size 128 \
+	    --weights none --epochs 40 --fine-tune-epochs 0 --seed 0 --export saved_model
+
+bento: import-demo ## build a bento from the model in the store
+	$(BIN)/python build_bento_from_saved.py
+
+container: $(STAMP) ## bento -> OCI image kitchenware-classifier:<version> (docker, else podman)
+	PATH=$(abspath $(BIN)):$$PATH deploy/container.sh build
+
+container-test: $(STAMP) ## run the image, smoke-test it, export it as an OCI archive
+	PATH=$(abspath $(BIN)):$$PATH deploy/container.sh test
+
+bench: $(STAMP) ## serving benchmark: raw model vs this service vs a naive Flask peer
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf runs bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,79 @@
+"""The one metadata schema: written when a model is saved, read when it is served."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METADATA_FILENAME = "metadata.json"  # sits next to every model file, in the store and exported
+MODEL_FILENAME = "model.keras"
+SCHEMA_VERSION = 1
+
+
+class ModelMetadata(BaseModel):
+    """Everything the service and a re-import need to use a model without its training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    class_names: list[str] = Field(min_length=2, description="Class names in output order.")
+    image_size: int = Field(ge=32, description="Square input side in pixels.")
+    preprocessing: str = Field(description="Name of the preprocessing in kitchenware.preprocessing.")
+    backbone: str
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    dataset_fingerprint: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    framework_versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def labels(self) -> dict[str, str]:
+        """Short string labels for `bentoml models list`."""
+        return {
+            "backbone": self.backbone,
+            "image_size": str(self.image_size),
+            "classes": str(self.num_classes),
+        }
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions of what produced the model; imported lazily so the schema stays cheap."""
+    import bentoml
+    import keras
+    import numpy
+    import PIL
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "bentoml": bentoml.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def write_metadata(metadata: ModelMetadata, directory: Path) -> Path:
+    path = Path(directory) / METADATA_FILENAME
+    path.write_text(json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def read_metadata(directory: Path) -> ModelMetadata:
+    """Read the metadata file in `directory`; a missing or invalid file is a ValueError."""
+    path = Path(directory) / METADATA_FILENAME
+    if not path.is_file():
+        raise ValueError(f"No model metadata at {path}: expected {METADATA_FILENAME} beside the model.")
+    try:
+        return ModelMetadata.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"Model metadata {path} is invalid: {exc}") from exc

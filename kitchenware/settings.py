@@ -1,0 +1,30 @@
+"""Runtime knobs of the service: one object, overridable by KITCHENWARE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kitchenware import MODEL_NAME
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KITCHENWARE_", extra="ignore")
+
+    model_tag: str = Field(f"{MODEL_NAME}:latest", description="BentoML model tag to serve.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Largest width x height.")
+    max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
+    top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
+    # Adaptive batching; see bench/RESULTS.md for the measurements behind these values.
+    max_batch_size: int = Field(32, ge=1, description="Most images per model call.")
+    max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
+    workers: int = Field(1, ge=1, description="Service worker processes.")
+    timeout_s: int = Field(120, ge=1, description="Request timeout in seconds.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()
