@@ -22,8 +22,10 @@ class ModelMetadata(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     class_names: list[str] = Field(min_length=2, description="Class names in output order.")
-    image_size: int = Field(ge=32, description="Square input side in pixels.")
-    preprocessing: str = Field(description="Name of the preprocessing in kitchenware.preprocessing.")
+    image_size: int = Field(ge=8, description="Square input side in pixels.")
+    preprocessing: str = Field(
+        description="Name of the preprocessing in kitchenware.preprocessing."
+    )
     backbone: str
     training_config: dict[str, Any] = Field(default_factory=dict)
     dataset_fingerprint: str = ""
@@ -72,7 +74,9 @@ def read_metadata(directory: Path) -> ModelMetadata:
     """Read the metadata file in `directory`; a missing or invalid file is a ValueError."""
     path = Path(directory) / METADATA_FILENAME
     if not path.is_file():
-        raise ValueError(f"No model metadata at {path}: expected {METADATA_FILENAME} beside the model.")
+        raise ValueError(
+            f"No model metadata at {path}: expected {METADATA_FILENAME} beside the model."
+        )
     try:
         return ModelMetadata.model_validate_json(path.read_text())
     except ValueError as exc:

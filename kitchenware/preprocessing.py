@@ -64,8 +64,7 @@ def open_image(data: bytes, *, name: str = "image", max_pixels: int | None = Non
             raise TooManyPixelsError(f"{name} has too many pixels: {exc}") from exc
         except Exception as exc:  # Pillow raises many types for unknown bytes
             raise NotAnImageError(
-                f"{name} is not an image in a supported format "
-                f"({', '.join(ACCEPTED_FORMATS)})."
+                f"{name} is not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})."
             ) from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
@@ -102,7 +101,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, name: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    data: bytes,
+    *,
+    name: str = "image",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     draft_size: int | None = None,
 ) -> Image.Image:
     """Bytes to an upright RGB image. `draft_size` lets JPEG decode at a reduced scale."""
@@ -129,7 +131,10 @@ def to_model_input(image: Image.Image, image_size: int) -> np.ndarray:
 
 
 def preprocess_bytes(
-    data: bytes, image_size: int, *, name: str = "image",
+    data: bytes,
+    image_size: int,
+    *,
+    name: str = "image",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Image bytes to the model's input array; the single shared preprocessing path."""

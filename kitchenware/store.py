@@ -72,8 +72,13 @@ def export_model(model: Any, metadata: ModelMetadata, directory: Path) -> Path:
 def find_imported(sha256: str, name: str = MODEL_NAME) -> str | None:
     """Tag of a stored model whose file has this hash, if any."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    for stored in bentoml.models.list(name):
+    try:
+        stored_models = bentoml.models.list(name)
+    except NotFound:  # no model of that name yet
+        return None
+    for stored in stored_models:
         if stored.info.labels.get(SHA_LABEL) == sha256[:16]:
             return str(stored.tag)
     return None
@@ -86,7 +91,9 @@ def import_model_dir(source_dir: Path, name: str = MODEL_NAME) -> tuple[str, boo
     if not model_file.is_file():
         raise ValueError(f"No {MODEL_FILENAME} in {source_dir}: pass the folder that holds it.")
     if not (source_dir / METADATA_FILENAME).is_file():
-        raise ValueError(f"No {METADATA_FILENAME} beside {model_file}: the model needs its metadata.")
+        raise ValueError(
+            f"No {METADATA_FILENAME} beside {model_file}: the model needs its metadata."
+        )
     existing = find_imported(file_sha256(model_file), name)
     if existing is not None:
         return existing, False

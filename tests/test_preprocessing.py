@@ -20,9 +20,19 @@ def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
 @pytest.mark.parametrize(
     ("fmt", "mode"),
     [
-        ("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("PNG", "RGBA"), ("PNG", "LA"),
-        ("PNG", "P"), ("PNG", "I;16"), ("WEBP", "RGB"), ("BMP", "RGB"), ("BMP", "1"),
-        ("TIFF", "RGB"), ("TIFF", "I;16"), ("GIF", "P"),
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("JPEG", "CMYK"),
+        ("PNG", "RGBA"),
+        ("PNG", "LA"),
+        ("PNG", "P"),
+        ("PNG", "I;16"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("BMP", "1"),
+        ("TIFF", "RGB"),
+        ("TIFF", "I;16"),
+        ("GIF", "P"),
     ],
 )
 def test_every_format_and_mode_becomes_rgb_array(fmt: str, mode: str) -> None:
