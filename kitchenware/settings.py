@@ -19,10 +19,14 @@ class ServiceSettings(BaseSettings):
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
     top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
     # Adaptive batching; see bench/RESULTS.md for the measurements behind these values.
-    max_batch_size: int = Field(32, ge=1, description="Most images per model call.")
+    # BentoML's batchable API requires max_batch_size >= 2.
+    max_batch_size: int = Field(32, ge=2, description="Most images per model call.")
     max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
     workers: int = Field(1, ge=1, description="Service worker processes.")
     timeout_s: int = Field(120, ge=1, description="Request timeout in seconds.")
+    retry_after_s: int = Field(
+        2, ge=1, description="Retry-After seconds sent with a 503 when the queue is full."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -2,9 +2,51 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
 
 # Set before anything imports bentoml: its store location is read at import time.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kitchenware-test-bentoml-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ImageWriter = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SYNTHETIC Kaggle-layout set (6 classes x 8 small images); treat it as read-only."""
+    from kitchenware.demo_data import generate_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo") / "kaggle"
+    return generate_demo_dataset(out, per_class=8, seed=0, size_range=(64, 128), progress=False)
+
+
+def image_bytes(
+    mode: str = "RGB", size: tuple[int, int] = (48, 40), fmt: str = "JPEG", seed: int = 0
+) -> bytes:
+    """Encoded random-noise image; distinct seeds give distinct bytes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 4), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGBA").convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def write_image() -> ImageWriter:
+    """write_image(path, mode="RGB", size=(48, 40), fmt="JPEG", seed=0) -> path."""
+
+    def write(path: Path, **kwargs: object) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes(**kwargs))  # type: ignore[arg-type]
+        return path
+
+    return write

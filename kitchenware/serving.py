@@ -1,0 +1,179 @@
+"""What the HTTP service does around the model: response schemas, decoding uploads, errors.
+
+service.py stays a thin pair of BentoML classes over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from kitchenware.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.preprocessing import ImageDecodeError, preprocess_bytes
+from kitchenware.service_metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
+from kitchenware.uploads import UPLOAD_NAMES_SCOPE_KEY
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class Classification(BaseModel):
+    """The answer for one image."""
+
+    label: str = Field(description="The predicted class.")
+    confidence: float = Field(description="Probability of the predicted class.")
+    probabilities: dict[str, float] = Field(description="Probability of every class.")
+    top_k: list[LabelScore] = Field(description="The most probable classes, best first.")
+    model: str = Field(description="Tag of the model that answered.")
+    filename: str | None = Field(None, description="The uploaded file's name, if it had one.")
+
+
+class BatchClassification(BaseModel):
+    """The answers for a batch, one per image in request order."""
+
+    model: str
+    count: int
+    results: list[Classification]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the HTTP side needs to know about the model, read from its metadata."""
+
+    tag: str
+    path: Path
+    metadata: ModelMetadata
+
+
+def locate_model(reference: Any) -> ServedModel:
+    """Resolve a class-level `bentoml.models.BentoModel` to a stored model with metadata."""
+    stored = reference.stored
+    if stored is None:
+        home = os.environ.get("BENTOML_HOME", "~/bentoml")
+        raise RuntimeError(
+            f"Model {reference.tag} is not in the BentoML store ({home}/models). Import one "
+            "with `python build_bento_from_saved.py --import-only` (or `make serve`), or set "
+            "KITCHENWARE_MODEL_TAG to a tag from `bentoml models list`."
+        )
+    path = Path(stored.path)
+    if not (path / MODEL_FILENAME).is_file():
+        raise RuntimeError(f"Model {stored.tag} has no {MODEL_FILENAME} in {path}.")
+    return ServedModel(tag=str(stored.tag), path=path, metadata=read_metadata(path))
+
+
+def decode_upload(data: bytes, image_size: int, name: str, max_pixels: int) -> np.ndarray:
+    """Upload bytes -> uint8 (size, size, 3); uint8 is lossless here and 4x smaller to send."""
+    started = time.perf_counter()
+    array = preprocess_bytes(data, image_size, name=name, max_pixels=max_pixels)
+    DECODE_SECONDS.observe(time.perf_counter() - started)
+    return array.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    filename: str | None
+
+    def label(self, field: str, index: int | None = None) -> str:
+        """How an error message names this upload: image 'cup.jpg' or images[2] 'x.png'."""
+        where = field if index is None else f"{field}[{index}]"
+        return f"{where} '{self.filename}'" if self.filename else where
+
+
+def uploads_from(paths: list[Path], scope: dict[str, Any] | None) -> list[Upload]:
+    """Pair BentoML's temp files with the client's filenames recorded by UploadGate."""
+    names = (scope or {}).get(UPLOAD_NAMES_SCOPE_KEY)
+    if not isinstance(names, list) or len(names) != len(paths):
+        names = [None] * len(paths)
+    return [Upload(Path(path), name) for path, name in zip(paths, names, strict=True)]
+
+
+@dataclass
+class DecodeFailure:
+    index: int
+    filename: str | None
+    error: ImageDecodeError
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "filename": self.filename,
+            "reason": self.error.reason,
+            "error": str(self.error),
+        }
+
+
+def decode_uploads(
+    uploads: list[Upload], field: str, image_size: int, max_pixels: int, *, indexed: bool
+) -> tuple[np.ndarray, list[DecodeFailure]]:
+    """Decode every upload (blocking; run in a thread); failures are returned, not raised."""
+    arrays: list[np.ndarray] = []
+    failures: list[DecodeFailure] = []
+    for index, upload in enumerate(uploads):
+        name = upload.label(field, index if indexed else None)
+        try:
+            arrays.append(decode_upload(upload.path.read_bytes(), image_size, name, max_pixels))
+        except ImageDecodeError as exc:
+            count_rejection(exc.reason)
+            failures.append(DecodeFailure(index, upload.filename, exc))
+    batch = np.stack(arrays) if arrays and not failures else np.zeros((0,), np.uint8)
+    return batch, failures
+
+
+def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:
+    """400 (or 413 when every failure is over the pixel limit) naming each bad image."""
+    status = 413 if all(f.error.status_code == 413 for f in failures) else 400
+    first = failures[0]
+    message = str(first.error)
+    if len(failures) > 1:
+        message += f" ({len(failures) - 1} more image(s) failed too; see 'failures'.)"
+    body: dict[str, Any] = {"error": message, "reason": first.error.reason}
+    if len(failures) > 1 or first.index > 0:
+        body["failures"] = [f.as_json() for f in failures]
+    return JSONResponse(body, status_code=status)
+
+
+def classification(
+    probabilities: np.ndarray,
+    metadata: ModelMetadata,
+    model_tag: str,
+    top_k: int,
+    filename: str | None = None,
+) -> Classification:
+    """One row of model output -> the response for that image."""
+    scores = [float(p) for p in probabilities]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    best = order[0]
+    label = metadata.class_names[best]
+    PREDICTIONS.labels(label=label).inc()
+    return Classification(
+        label=label,
+        confidence=scores[best],
+        probabilities=dict(zip(metadata.class_names, scores, strict=True)),
+        top_k=[
+            LabelScore(label=metadata.class_names[i], probability=scores[i]) for i in order[:top_k]
+        ],
+        model=model_tag,
+        filename=filename,
+    )
+
+
+def busy_response(retry_after_s: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "The server is busy: the inference queue is full. Retry in a few seconds.",
+            "reason": "busy",
+            "retry_after_s": retry_after_s,
+        },
+        status_code=503,
+        headers={"Retry-After": str(retry_after_s)},
+    )

@@ -1,0 +1,303 @@
+"""An ASGI middleware that checks uploads before BentoML parses them.
+
+BentoML 1.4 has no request size limit, answers 500 for a malformed multipart body,
+silently keeps only the first of two files in a single-file field, and downloads a URL
+given as a text value in a file field. This gate enforces the service contract first:
+a body over the byte limit is refused while streaming (413, never read whole), a
+non-multipart body, a missing, misnamed, duplicated or non-file field gets a 400 that
+names the field, too many files gets a 413. Accepted bodies are replayed unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
+SPOOL_IN_MEMORY_BYTES = 1 << 20  # bodies above 1 MiB wait on disk, not in RAM
+REPLAY_CHUNK_BYTES = 1 << 16
+
+
+class UploadRejected(Exception):
+    """A request the gate refuses; `reason` is the metrics label."""
+
+    def __init__(
+        self,
+        status_code: int,
+        reason: str,
+        message: str,
+        *,
+        body_unread: bool = False,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.body_unread = body_unread  # then the connection must close after the answer
+        self.status_code = status_code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "reason": self.reason, **self.details}
+
+
+@dataclass(frozen=True)
+class FileField:
+    """The one multipart field a route accepts and how many files it may hold."""
+
+    name: str
+    max_files: int
+    limit_setting: str = ""  # env var named in the "too many files" message
+
+
+@dataclass
+class _Part:
+    name: str | None = None
+    filename: str | None = None
+    size: int = 0
+
+
+@dataclass
+class _PartCollector:
+    """python-multipart callbacks that record each part's name, filename and size."""
+
+    parts: list[_Part] = field(default_factory=list)
+    finished: bool = False
+    _header_field: bytearray = field(default_factory=bytearray)
+    _header_value: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": lambda: self.parts.append(_Part()),
+            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_part_data": self._part_data,
+            "on_end": self._end,
+        }
+
+    def _header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            _, options = parse_options_header(bytes(self._header_value))
+            part = self.parts[-1]
+            if b"name" in options:
+                part.name = options[b"name"].decode("utf-8", "replace")
+            if b"filename" in options:
+                part.filename = options[b"filename"].decode("utf-8", "replace")
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        self.parts[-1].size += end - start
+
+    def _end(self) -> None:
+        self.finished = True
+
+
+def _limit_text(limit: int) -> str:
+    return (
+        f"{limit:,} bytes ({limit / (1 << 20):.0f} MiB)" if limit >= 1 << 20 else f"{limit:,} bytes"
+    )
+
+
+def check_content_type(headers: dict[bytes, bytes], field_name: str) -> bytes:
+    """The multipart boundary, or UploadRejected for any other kind of body."""
+    raw = headers.get(b"content-type", b"")
+    content_type, options = parse_options_header(raw)
+    hint = f"send multipart/form-data with the image in file field '{field_name}'"
+    if content_type != b"multipart/form-data":
+        got = content_type.decode("latin-1") or "none"
+        raise UploadRejected(400, "not_multipart", f"The request body is {got}; {hint} (curl -F).")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise UploadRejected(
+            400, "malformed_multipart", f"The multipart Content-Type has no boundary; {hint}."
+        )
+    return boundary
+
+
+def check_parts(parts: list[_Part], rule: FileField) -> None:
+    """Exactly the route's field, only files, within the file count."""
+    others = sorted({p.name or "" for p in parts if p.name != rule.name})
+    ours = [p for p in parts if p.name == rule.name]
+    if not ours:
+        got = ", ".join(f"'{name}'" for name in others) or "none"
+        raise UploadRejected(
+            400,
+            "missing_field",
+            f"No file in multipart field '{rule.name}' (fields sent: {got}).",
+            field=rule.name,
+        )
+    if others:
+        names = ", ".join(f"'{name}'" for name in others)
+        raise UploadRejected(
+            400,
+            "unexpected_field",
+            f"Unexpected multipart field(s) {names}; send only file field '{rule.name}'.",
+            field=rule.name,
+        )
+    texts = [p for p in ours if p.filename is None]
+    if texts:
+        raise UploadRejected(
+            400,
+            "not_a_file",
+            f"Multipart field '{rule.name}' must be a file upload (curl -F '{rule.name}=@photo.jpg'), "
+            "not a text value.",
+            field=rule.name,
+        )
+    if len(ours) > rule.max_files:
+        if rule.max_files == 1:
+            raise UploadRejected(
+                400,
+                "too_many_files",
+                f"Multipart field '{rule.name}' holds {len(ours)} files; send exactly one "
+                "(use /classify_batch for several).",
+                field=rule.name,
+            )
+        limit = f" ({rule.limit_setting})" if rule.limit_setting else ""
+        raise UploadRejected(
+            413,
+            "too_many_files",
+            f"Multipart field '{rule.name}' holds {len(ours)} files, over the limit of "
+            f"{rule.max_files} per request{limit}.",
+            field=rule.name,
+            limit=rule.max_files,
+        )
+
+
+class UploadGate:
+    """ASGI middleware: enforce size and shape of uploads on the given POST routes."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: dict[str, FileField],
+        max_upload_bytes: int,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.max_upload_bytes = max_upload_bytes
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rule = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if rule is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_checked(scope, receive, rule)
+        except UploadRejected as rejected:
+            if self.on_reject is not None:
+                self.on_reject(rejected.reason)
+            close = {"Connection": "close"} if rejected.body_unread else None
+            await send_json(send, rejected.status_code, rejected.body(), close)
+            return
+        except _ClientGone:
+            return
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            body.close()
+
+    def _too_large(self, size: int | None) -> UploadRejected:
+        sent = f"{size:,} bytes" if size is not None else "more bytes"
+        return UploadRejected(
+            413,
+            "too_large",
+            f"The request body has {sent}, over the upload limit of "
+            f"{_limit_text(self.max_upload_bytes)} (KITCHENWARE_MAX_UPLOAD_BYTES).",
+            limit=self.max_upload_bytes,
+            body_unread=True,
+        )
+
+    async def _read_checked(self, scope: Scope, receive: Receive, rule: FileField) -> BinaryIO:
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_upload_bytes:
+            raise self._too_large(int(declared))  # refused before the body is read at all
+        boundary = check_content_type(headers, rule.name)
+
+        collector = _PartCollector()
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        body: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
+        received = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > self.max_upload_bytes:
+                    raise self._too_large(None)
+                body.write(chunk)
+                try:
+                    parser.write(chunk)
+                except MultipartParseError as exc:
+                    raise UploadRejected(
+                        400, "malformed_multipart", f"The multipart body is malformed: {exc}."
+                    ) from exc
+                if not message.get("more_body", False):
+                    break
+            if not collector.finished:
+                raise UploadRejected(
+                    400,
+                    "malformed_multipart",
+                    "The multipart body ends before its closing boundary (truncated upload?).",
+                )
+            check_parts(collector.parts, rule)
+            scope[UPLOAD_NAMES_SCOPE_KEY] = [p.filename for p in collector.parts]
+        except BaseException:
+            body.close()
+            raise
+        body.seek(0)
+        return body
+
+
+class _ClientGone(Exception):
+    """The client disconnected while sending its body."""
+
+
+def _replay(body: BinaryIO, receive: Receive) -> Receive:
+    """A receive() that yields the checked body again, then defers to the real one."""
+    done = False
+
+    async def replayed() -> Message:
+        nonlocal done
+        if done:
+            return await receive()
+        chunk = body.read(REPLAY_CHUNK_BYTES)
+        more = len(chunk) == REPLAY_CHUNK_BYTES
+        if not more:
+            done = True
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    return replayed
+
+
+async def send_json(
+    send: Send, status_code: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """A complete JSON response sent straight to the ASGI server."""
+    content = json.dumps(payload).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status_code, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": content, "more_body": False})

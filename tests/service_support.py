@@ -1,0 +1,249 @@
+"""Shared helpers for the service tests: a tiny real Keras model, images, a served instance.
+
+The model is a real Keras CNN whose weights are set by hand so that its prediction
+depends on the mean colour (red -> cup, green -> glass, ...): tests can then check labels
+and batch order without training anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `import service` works whichever way pytest was started
+VENV_BIN = Path(sys.executable).parent
+BENTOML = str(VENV_BIN / "bentoml")
+CLASS_NAMES = ["cup", "glass", "plate", "spoon", "fork", "knife"]
+# The colour each class is "about" in the hand-made model, RGB in [0, 1].
+CLASS_COLOURS = {
+    "cup": (1, 0, 0),
+    "glass": (0, 1, 0),
+    "plate": (0, 0, 1),
+    "spoon": (1, 1, 0),
+    "fork": (0, 1, 1),
+    "knife": (1, 0, 1),
+}
+TEST_IMAGE_SIZE = 64
+# Small limits so the limit cases of the upload catalogue stay cheap to send.
+SHARED_SERVER_SETTINGS = {
+    "max_upload_bytes": "3000000",
+    "max_image_pixels": "2000000",
+    "max_batch_files": "8",
+}
+
+
+def build_colour_model(directory: Path, image_size: int = TEST_IMAGE_SIZE) -> Path:
+    """Write model.keras + metadata.json of a small CNN that classifies by mean colour."""
+    import keras
+
+    from kitchenware.metadata import ModelMetadata, framework_versions
+    from kitchenware.preprocessing import PREPROCESSING_NAME
+    from kitchenware.store import export_model
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="identity_conv")
+    x = conv(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(len(CLASS_NAMES), name="colour_centroids")
+    x = dense(x)
+    outputs = keras.layers.Softmax()(x)
+    model = keras.Model(inputs, outputs)
+
+    kernel = np.zeros((3, 3, 3, 3), dtype=np.float32)
+    kernel[1, 1] = np.eye(3)  # a 3x3 convolution that passes each channel through unchanged
+    conv.set_weights([kernel, np.zeros(3, np.float32)])
+    centroids = np.array([CLASS_COLOURS[name] for name in CLASS_NAMES], np.float32)
+    scale = 8.0  # sharp enough that a pure colour wins clearly, soft enough to differ per image
+    dense.set_weights([scale * centroids.T, -scale * (centroids**2).sum(axis=1) / 2])
+
+    metadata = ModelMetadata(
+        class_names=CLASS_NAMES,
+        image_size=image_size,
+        preprocessing=PREPROCESSING_NAME,
+        backbone="colour-test-cnn",
+        training_config={"note": "hand-set weights for tests; not trained"},
+        framework_versions=framework_versions(),
+    )
+    export_model(model, metadata, directory)
+    return directory
+
+
+def image_bytes(
+    colour: tuple[int, ...] = (220, 30, 30),
+    fmt: str = "PNG",
+    size: tuple[int, int] = (40, 30),
+    mode: str = "RGB",
+    **save_args: object,
+) -> bytes:
+    """An image of one colour with a little noise, encoded in `fmt`."""
+    rng = np.random.default_rng(sum(colour) + size[0])
+    pixels = np.clip(np.array(colour[:3]) + rng.integers(-10, 10, (size[1], size[0], 3)), 0, 255)
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedService:
+    """A running `bentoml serve` subprocess."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    cold_start_s: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"server not ready after {timeout}s:\n{log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started and everything it spawned (its own process group)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serve(
+    target: str,
+    env: dict[str, str],
+    *,
+    cwd: Path = REPO,
+    timeout: float = 180,
+    log_dir: Path | None = None,
+) -> Iterator[ServedService]:
+    """`bentoml serve TARGET` on a free loopback port; yields once /readyz answers 200."""
+    port = free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="kitchenware-serve-log-"))
+    log_path = log_dir / f"serve-{port}.log"
+    command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path, timeout)
+        served = ServedService(url, port, process, log_path, env, time.monotonic() - started)
+        yield served
+    finally:
+        stop(process)
+
+
+def store_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
+    """Environment for a subprocess that uses the store in `bentoml_home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KITCHENWARE_")}
+    env.update(
+        BENTOML_HOME=str(bentoml_home),
+        BENTOML_DO_NOT_TRACK="True",
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def import_into_store(model_dir: Path, bentoml_home: Path) -> str:
+    """Import a model directory into the store at `bentoml_home` (in a subprocess, so the
+    store location of this test process is never fixed by accident)."""
+    code = (
+        "import sys; from kitchenware.store import import_model_dir; "
+        "print(import_model_dir(sys.argv[1])[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)],
+        env=store_env(bentoml_home),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+_shared: dict[str, object] = {}
+
+
+def shared_model_dir(base: Path) -> Path:
+    """One colour model per test session."""
+    if "model_dir" not in _shared:
+        _shared["model_dir"] = build_colour_model(base / "colour_model")
+    return Path(str(_shared["model_dir"]))
+
+
+def shared_server(request: object, base: Path) -> ServedService:
+    """One served service per test session, shared by every module that asks for it."""
+    if "server" not in _shared:
+        home = base / "bentoml_home"
+        model_dir = shared_model_dir(base)
+        tag = import_into_store(model_dir, home)
+        env = store_env(home, **SHARED_SERVER_SETTINGS)
+        context = serve("service:Kitchenware", env, log_dir=base)
+        server = context.__enter__()
+        server.extra.update(model_dir=model_dir, tag=tag, bentoml_home=home)
+        _shared["server"] = server
+        request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
+    server = _shared["server"]
+    assert isinstance(server, ServedService)
+    if server.process.poll() is not None:
+        raise RuntimeError(f"shared server died:\n{server.log()}")
+    return server
+
+
+def cleanup_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

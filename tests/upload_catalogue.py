@@ -1,0 +1,187 @@
+"""Every kind of upload the service contract names, valid and invalid, with the answer due.
+
+Limits assumed by the cases (the served test sets them): see CATALOGUE_LIMITS.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from service_support import SHARED_SERVER_SETTINGS, image_bytes
+
+RED = (220, 30, 30)
+CATALOGUE_LIMITS = {key: int(value) for key, value in SHARED_SERVER_SETTINGS.items()}
+
+
+@dataclass
+class Case:
+    """One request: `request` returns keyword arguments for httpx.post(url + route, ...)."""
+
+    id: str
+    request: Callable[[], dict[str, Any]]
+    status: int
+    reason: str | None = None  # the error body's "reason" (None for a 200)
+    label: str | None = None  # expected label for a 200
+    mentions: list[str] = field(default_factory=list)  # words the error sentence must contain
+    route: str = "/classify"
+
+
+def _file(data: bytes, name: str = "photo", content_type: str = "image/png") -> dict[str, Any]:
+    return {"files": {"image": (name, data, content_type)}}
+
+
+def _encode(image: Image.Image, fmt: str, **args: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **args)
+    return buffer.getvalue()
+
+
+def _red(mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> Image.Image:
+    return Image.open(io.BytesIO(image_bytes(RED, size=size))).convert(mode)
+
+
+def _animated_gif() -> bytes:
+    frames = [_red(), Image.new("RGB", (40, 30), (20, 200, 20))]
+    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def _exif_rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    return _encode(_red(size=(60, 30)), "JPEG", exif=exif.tobytes())
+
+
+def _p_with_transparency() -> bytes:
+    image = _red().quantize(8)
+    return _encode(image, "PNG", transparency=0)
+
+
+def _sixteen_bit_png() -> bytes:
+    values = (np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)
+    return _encode(Image.fromarray(values, "I;16"), "PNG")
+
+
+def _semi_transparent(mode: str) -> bytes:
+    image = _red("RGBA")
+    image.putalpha(160)
+    return _encode(image.convert(mode), "PNG")
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(image_bytes(RED, size=(64, 64)))
+    start = data.index(b"IDAT") + 8
+    data[start : start + 40] = secrets.token_bytes(40)  # scramble the compressed pixels
+    return bytes(data)
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str) -> bytes:
+    chunks = []
+    for name, filename, payload in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n".encode() + payload + b"\r\n"
+        )
+    return b"".join(chunks) + f"--{boundary}--\r\n".encode()
+
+
+def _chunked_over_limit(limit: int) -> dict[str, Any]:
+    boundary = "catalogueboundary"
+    body = _multipart([("image", "big.bin", b"\0" * (limit + 1000))], boundary)
+
+    def stream() -> Iterator[bytes]:  # no Content-Length: the server must count as it reads
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    return {
+        "content": stream(),
+        "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    }
+
+
+def _over_pixel_limit(limit: int) -> bytes:
+    side = int(limit**0.5) + 200
+    return _encode(Image.new("1", (side, side), 1), "PNG")  # a few kB that decode to > limit
+
+
+def catalogue(limits: dict[str, int] = CATALOGUE_LIMITS) -> list[Case]:
+    png = image_bytes(RED)
+    jpeg = image_bytes(RED, "JPEG", size=(200, 150))
+    batch_limit = limits["max_batch_files"]
+    return [
+        # accepted: every format, mode and mislabelled content type
+        Case("jpeg", lambda: _file(jpeg, "a.jpg", "image/jpeg"), 200, label="cup"),
+        Case("png", lambda: _file(png, "a.png"), 200, label="cup"),
+        Case("webp", lambda: _file(image_bytes(RED, "WEBP"), "a.webp", "image/webp"), 200,
+             label="cup"),
+        Case("bmp", lambda: _file(image_bytes(RED, "BMP"), "a.bmp", "image/bmp"), 200,
+             label="cup"),
+        Case("tiff", lambda: _file(image_bytes(RED, "TIFF"), "a.tiff", "image/tiff"), 200,
+             label="cup"),
+        Case("gif-animated-first-frame", lambda: _file(_animated_gif(), "a.gif", "image/gif"),
+             200, label="cup"),
+        Case("jpeg-exif-rotated", lambda: _file(_exif_rotated_jpeg(), "r.jpg", "image/jpeg"),
+             200, label="cup"),
+        Case("rgba", lambda: _file(_semi_transparent("RGBA"), "rgba.png"), 200),
+        Case("la", lambda: _file(_semi_transparent("LA"), "la.png"), 200),
+        Case("palette-transparency", lambda: _file(_p_with_transparency(), "p.png"), 200),
+        Case("grayscale", lambda: _file(_encode(_red("L"), "PNG"), "gray.png"), 200),
+        Case("cmyk-jpeg", lambda: _file(_encode(_red("CMYK"), "JPEG"), "cmyk.jpg", "image/jpeg"),
+             200, label="cup"),
+        Case("16-bit-png", lambda: _file(_sixteen_bit_png(), "deep.png"), 200),
+        Case("content-type-image-jpg", lambda: _file(jpeg, "a.jpg", "image/jpg"), 200,
+             label="cup"),
+        Case("content-type-octet-stream",
+             lambda: _file(png, "a.bin", "application/octet-stream"), 200, label="cup"),
+        Case("png-labelled-jpeg", lambda: _file(png, "a.jpg", "image/jpeg"), 200, label="cup"),
+        # refused: unreadable images
+        Case("empty-file", lambda: _file(b"", "empty.jpg", "image/jpeg"), 400, "empty",
+             ["empty.jpg", "empty"]),
+        Case("text", lambda: _file(b"just some words\n", "notes.txt", "text/plain"), 400,
+             "not_an_image", ["notes.txt"]),
+        Case("html", lambda: _file(b"<!doctype html><html><body>hi</body></html>", "p.html",
+                                   "text/html"), 400, "not_an_image", ["p.html"]),
+        Case("svg", lambda: _file(b'<svg xmlns="http://www.w3.org/2000/svg" width="9" '
+                                  b'height="9"><rect width="9" height="9"/></svg>', "i.svg",
+                                  "image/svg+xml"), 400, "not_an_image", ["i.svg"]),
+        Case("truncated-jpeg", lambda: _file(jpeg[: len(jpeg) // 2], "half.jpg", "image/jpeg"),
+             400, "corrupt", ["half.jpg"]),
+        Case("corrupt-png", lambda: _file(_corrupt_png(), "bad.png"), 400, "corrupt",
+             ["bad.png"]),
+        # refused: the wrong request shape
+        Case("missing-field", lambda: {"files": {"note": (None, b"hello")}}, 400,
+             "missing_field", ["'image'"]),
+        Case("misnamed-field", lambda: {"files": {"file": ("a.png", png, "image/png")}}, 400,
+             "missing_field", ["'image'", "'file'"]),
+        Case("two-files-in-image",
+             lambda: {"files": [("image", ("a.png", png)), ("image", ("b.png", png))]}, 400,
+             "too_many_files", ["'image'", "/classify_batch"]),
+        Case("text-value-in-image", lambda: {"files": {"image": (None, b"http://x/cat.jpg")}},
+             400, "not_a_file", ["'image'"]),
+        Case("json-body", lambda: {"json": {"image": "cat.jpg"}}, 400, "not_multipart",
+             ["multipart/form-data", "application/json"]),
+        Case("no-body", lambda: {}, 400, "not_multipart", ["multipart/form-data"]),
+        # refused: over a limit
+        Case("over-byte-limit",
+             lambda: _file(b"\0" * (limits["max_upload_bytes"] + 1), "big.png"), 413,
+             "too_large", ["limit"]),
+        Case("over-byte-limit-chunked", lambda: _chunked_over_limit(limits["max_upload_bytes"]),
+             413, "too_large", ["limit"]),
+        Case("over-pixel-limit",
+             lambda: _file(_over_pixel_limit(limits["max_image_pixels"]), "bomb.png"), 413,
+             "too_many_pixels", ["bomb.png", "pixels"]),
+        Case("too-many-files-in-batch",
+             lambda: {"files": [("images", (f"{i}.png", png)) for i in range(batch_limit + 1)]},
+             413, "too_many_files", [str(batch_limit)], route="/classify_batch"),
+        Case("batch-with-a-bad-image",
+             lambda: {"files": [("images", ("ok.png", png)), ("images", ("bad.txt", b"no"))]},
+             400, "not_an_image", ["images[1]", "bad.txt"], route="/classify_batch"),
+    ]

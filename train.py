@@ -1,0 +1,8 @@
+"""Train a kitchenware classifier: `python train.py --help` lists every option."""
+
+import sys
+
+from kitchenware.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
