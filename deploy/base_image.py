@@ -9,6 +9,7 @@ layer adds them to the base, so pip and uv inside the build can reach PyPI.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -31,7 +32,10 @@ def debian_mirror() -> str:
     """The Debian mirror apt uses on this host (deb822 or one-line sources), else deb.debian.org."""
     if os.environ.get("KITCHENWARE_DEBIAN_MIRROR"):
         return os.environ["KITCHENWARE_DEBIAN_MIRROR"]
-    sources = [*sorted(Path("/etc/apt/sources.list.d").glob("*.sources")), Path("/etc/apt/sources.list")]
+    sources = [
+        *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+        Path("/etc/apt/sources.list"),
+    ]
     for path in sources:
         if path.is_file():
             for word in path.read_text().split():
@@ -91,7 +95,7 @@ def build_standin(engine: Engine, base: str, reason: str) -> None:
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
-            f"LABEL {STANDIN_LABEL}={reason.replace(' ', '_')[:200]}",
+            f"LABEL {STANDIN_LABEL}={json.dumps(reason[:400])}",
         ]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         change_args = [arg for change in changes for arg in ("--change", change)]
@@ -148,7 +152,7 @@ def ensure_base_image(engine: Engine, base: str) -> bool:
     if standin_reason:
         shout([
             f"STAND-IN BASE IMAGE: {base} was NOT pulled from a registry.",
-            f"Why: {standin_reason.replace('_', ' ')}.",
+            f"Why: {standin_reason}.",
             "It is Debian bookworm + python3.11 built locally with debootstrap; the image",
             "works the same, but it is not the official python image. With a registry,",
             f"run `{engine.name} rmi {base} {source}` and build again to use the real one.",

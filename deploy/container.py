@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             smoke_test(Engine.detect(), args.image, export=not args.no_export)
         else:
             print_env()
-    except ContainerError as exc:
+    except (ContainerError, subprocess.CalledProcessError) as exc:
         print(f"[container] FAILED: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -47,7 +47,7 @@ def docker_daemon_answers() -> bool:
 
 
 def choose_backend() -> str:
-    """The backend named in KITCHENWARE_CONTAINER_BACKEND, else docker if it answers, else podman."""
+    """The backend named in KITCHENWARE_CONTAINER_BACKEND, else docker if it answers, or podman."""
     named = os.environ.get(BACKEND_ENV, "").strip().lower()
     if named:
         if named not in BACKENDS:
@@ -119,8 +119,16 @@ class Engine:
 
     def build(self, context: Path, tag: str, *extra: str) -> None:
         """Build context/Containerfile, streaming the build output."""
-        self.run("build", "-t", tag, "-f", str(context / "Containerfile"), *extra, str(context),
-                 capture=False)
+        self.run(
+            "build",
+            "-t",
+            tag,
+            "-f",
+            str(context / "Containerfile"),
+            *extra,
+            str(context),
+            capture=False,
+        )
 
     def pull(self, image: str, timeout: float) -> str | None:
         """Pull `image`; returns None on success, else the reason it could not be pulled."""

@@ -49,8 +49,14 @@ SHARED_SERVER_SETTINGS = {
 }
 
 
-def build_colour_model(directory: Path, image_size: int = TEST_IMAGE_SIZE) -> Path:
-    """Write model.keras + metadata.json of a small CNN that classifies by mean colour."""
+def build_colour_model(
+    directory: Path, image_size: int = TEST_IMAGE_SIZE, busywork_filters: int = 0
+) -> Path:
+    """Write model.keras + metadata.json of a small CNN that classifies by mean colour.
+
+    `busywork_filters` adds a wide convolution branch whose output is multiplied by zero:
+    same predictions, but slow enough per image to fill the batching queue in tests.
+    """
     import keras
 
     from kitchenware.metadata import ModelMetadata, framework_versions
@@ -61,6 +67,10 @@ def build_colour_model(directory: Path, image_size: int = TEST_IMAGE_SIZE) -> Pa
     x = keras.layers.Rescaling(1 / 255)(inputs)
     conv = keras.layers.Conv2D(3, 3, padding="same", name="identity_conv")
     x = conv(x)
+    if busywork_filters:
+        wide = keras.layers.Conv2D(busywork_filters, 3, padding="same")(x)
+        wide = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros")(wide)
+        x = keras.layers.Add()([x, wide])
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(len(CLASS_NAMES), name="colour_centroids")
     x = dense(x)

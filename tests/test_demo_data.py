@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -86,3 +87,25 @@ def test_help_says_the_images_are_synthetic(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "SYNTHETIC" in capsys.readouterr().out
+
+
+def test_colour_and_background_alone_do_not_give_the_class_away(tmp_path: Path) -> None:
+    """A nearest-centroid classifier on colour statistics stays near chance (1/6)."""
+    out = generate_demo_dataset(
+        tmp_path / "colour", per_class=24, seed=5, size_range=(64, 96), progress=False
+    )
+    dataset = discover_dataset(out)
+    features, labels = [], []
+    for sample in dataset.samples:
+        with Image.open(sample.path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3) / 255
+        histograms = [np.histogram(pixels[:, c], bins=8, range=(0, 1))[0] for c in range(3)]
+        shares = np.concatenate(histograms) / len(pixels)
+        features.append(np.concatenate([pixels.mean(0), pixels.std(0), shares]))
+        labels.append(dataset.class_names.index(sample.label))
+    x, y = np.array(features), np.array(labels)
+    train = np.arange(len(y)) % 2 == 0
+    centroids = np.stack([x[train & (y == k)].mean(0) for k in range(6)])
+    distances = ((x[~train][:, None] - centroids[None]) ** 2).sum(-1)
+    accuracy = float((distances.argmin(1) == y[~train]).mean())
+    assert accuracy < 0.4, f"colour statistics alone reach {accuracy:.2f}"

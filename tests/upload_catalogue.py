@@ -64,7 +64,7 @@ def _p_with_transparency() -> bytes:
 
 def _sixteen_bit_png() -> bytes:
     values = (np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)
-    return _encode(Image.fromarray(values, "I;16"), "PNG")
+    return _encode(Image.fromarray(values), "PNG")  # mode I;16
 
 
 def _semi_transparent(mode: str) -> bytes:

@@ -1,0 +1,97 @@
+"""The README is the front door: its commands run as written and its tables match the code."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from service_support import CLASS_NAMES, REPO, ServedService, shared_server
+
+from kitchenware.settings import ServiceSettings
+
+README = (REPO / "README.md").read_text()
+README_URL = "http://localhost:3000"
+
+
+def section(title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert match, f"README has no '## {title}' section"
+    return match[1]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)
+
+
+def curl_commands() -> list[str]:
+    return [line for block in code_blocks(README, "bash") for line in block.splitlines()
+            if line.startswith("curl ")]
+
+
+def test_quickstart_is_exactly_two_commands() -> None:
+    blocks = code_blocks(section("Quickstart"), "bash")
+    assert len(blocks) == 1
+    assert blocks[0].split("\n")[:-1] == ["make serve", "make test"]
+
+
+def test_make_targets_named_in_readme_exist() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target in set(re.findall(r"`make ([a-z-]+)", README)):
+        assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no target {target}"
+
+
+def test_placeholder_sections_for_the_lead_exist() -> None:
+    for title in ("Train on your own data", "Deploy", "Benchmarks"):
+        assert section(title).strip()
+
+
+def test_settings_table_lists_every_setting_with_its_default() -> None:
+    rows = re.findall(r"^\| `(KITCHENWARE_[A-Z_]+)` \| `([^`]*)` \| (.*) \|$",
+                      section("Settings"), re.M)
+    expected = [
+        (f"KITCHENWARE_{name.upper()}", str(field.default), field.description)
+        for name, field in ServiceSettings.model_fields.items()
+    ]
+    table = "\n".join(f"| `{env}` | `{default}` | {text} |" for env, default, text in expected)
+    assert rows == expected, f"README settings table should read:\n{table}"
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServedService:
+    return shared_server(request, tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.slow
+def test_readme_curl_commands_run_as_written(server: ServedService) -> None:
+    commands = curl_commands()
+    assert [c.split()[-1] for c in commands] == [
+        f"{README_URL}/classify", f"{README_URL}/classify_batch",
+    ]
+    for command in commands:
+        argv = shlex.split(command.replace(README_URL, server.url))  # only the port changes
+        result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        results = answer["results"] if "results" in answer else [answer]
+        files = re.findall(r"=@examples/(\S+)", command)
+        assert [r["filename"] for r in results] == files
+        assert all(r["label"] in r["probabilities"] for r in results)
+
+
+@pytest.mark.slow
+def test_readme_python_client_runs_as_written(server: ServedService) -> None:
+    (snippet,) = code_blocks(section("Python client"), "python")
+    result = subprocess.run(
+        [sys.executable, "-c", snippet.replace(README_URL, server.url)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.strip().splitlines()
+    label, confidence = first.split()
+    assert label in CLASS_NAMES and 0 < float(confidence) <= 1
+    labels = json.loads(second.replace("'", '"'))
+    assert len(labels) == 2 and set(labels) <= set(CLASS_NAMES)

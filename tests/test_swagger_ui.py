@@ -1,0 +1,83 @@
+"""The Swagger UI at / in a real headless browser (Debian's chromium driven by Playwright):
+both endpoints are listed and "Try it out" classifies uploaded files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_support import ServedService, image_bytes, shared_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless as root on these machines; without the networking flags chromium keeps trying
+# to reach the internet and fails (see ../shared/notes/machine-facts.md).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServedService:
+    return shared_server(request, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def try_it_out(page: Any, api: str, files: list[Path]) -> tuple[str, dict[str, Any]]:
+    """Open an operation, upload `files` through its form, execute; returns (status, body)."""
+    operation = page.locator(f"#operations-Service_APIs-kitchenware__{api}")
+    operation.locator(".opblock-summary").click()
+    operation.locator(".try-out__btn").click()
+    if len(files) > 1 or api == "classify_batch":
+        for _ in files:  # an array of files: one "Add item" per file
+            operation.get_by_role("button", name="Add string item").click()
+    inputs = operation.locator("input[type=file]")
+    for index, path in enumerate(files):
+        inputs.nth(index).set_input_files(str(path))
+    operation.locator(".execute").click()
+    row = operation.locator(".live-responses-table tbody tr.response").first
+    row.wait_for(timeout=60_000)
+    status = row.locator(".response-col_status").inner_text().strip()
+    body = row.locator(".microlight").first.inner_text()
+    return status, json.loads(body)
+
+
+def test_swagger_ui_lists_both_endpoints_and_try_it_out_works(
+    server: ServedService, page: Any, tmp_path: Path
+) -> None:
+    page.goto(server.url + "/", wait_until="domcontentloaded")
+    page.wait_for_selector(".opblock-summary-path", timeout=60_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/classify" in paths and "/classify_batch" in paths
+
+    cup, plate = tmp_path / "cup.png", tmp_path / "plate.jpg"
+    cup.write_bytes(image_bytes((230, 20, 20)))
+    plate.write_bytes(image_bytes((20, 20, 230), "JPEG"))
+
+    status, body = try_it_out(page, "classify", [cup])
+    assert status == "200" and body["label"] == "cup"
+    status, body = try_it_out(page, "classify_batch", [plate, cup])
+    assert status == "200"
+    assert [r["label"] for r in body["results"]] == ["plate", "cup"]
