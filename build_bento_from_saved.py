@@ -22,7 +22,9 @@ PROJECT_DIR = Path(__file__).resolve().parent
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model-dir", type=Path, default=PROJECT_DIR / "saved_model",
+        "--model-dir",
+        type=Path,
+        default=PROJECT_DIR / "saved_model",
         help="folder with model.keras and metadata.json (default: saved_model/)",
     )
     parser.add_argument(
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = "imported into" if created else "already in"
     print(f"model {model_tag} {state} the BentoML store (from {args.model_dir})")
     if args.import_only:
-        print(f"next: bentoml serve service:Kitchenware --port 3000  (KITCHENWARE_MODEL_TAG={model_tag} to pin it)")
+        print("next: bentoml serve service:Kitchenware --port 3000")
         return 0
 
     # The bento packs the model service.py references: pin it to the one just imported.

@@ -6,6 +6,7 @@ bench/out/logs, and is stopped (SIGTERM, then SIGKILL after a grace period) on e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,23 +35,39 @@ class RunningServer:
     ready_s: float  # seconds from spawn to the first ready answer
 
 
-def process_group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in a process group (Linux /proc).
-
-    CPU time per image barely moves when other jobs share the cores, unlike wall time,
-    so it is reported beside throughput on this shared machine.
-    """
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, user + system CPU ticks) for every live process (Linux /proc)."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process exited while we looked
             continue
-        # After the ")" of the command name: state, ppid, pgrp, ... utime is field 14.
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+        # After the ")" of the command name: state, ppid, ...; utime and stime are 11, 12.
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, int]], root_pid: int) -> set[int]:
+    """root_pid and every live process below it (BentoML's workers leave its group)."""
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = {pid for pid, (ppid, _) in table.items() if ppid == parent} - tree
+        tree |= children
+        frontier.extend(children)
+    return tree
+
+
+def process_tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds used so far by a server and its workers.
+
+    CPU time per image barely moves when other jobs share the cores, unlike wall time,
+    so it is reported beside throughput on this shared machine.
+    """
+    table = _process_table()
+    ticks = sum(table[pid][1] for pid in _descendants(table, root_pid) if pid in table)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -76,15 +93,19 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> N
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's own process group (it was started with start_new_session)."""
+    """Stop the server we started: SIGTERM its group, then SIGKILL whatever of its tree is left."""
     if process.poll() is not None:
         return
+    started_pids = _descendants(_process_table(), process.pid) - {process.pid}
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=STOP_GRACE_S)
+    for pid in started_pids:  # workers that left the group and outlived the arbiter
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager

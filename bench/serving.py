@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import MODEL_DIR, OUT_DIR, REPO_ROOT, load_jpeg_set
 from loadgen import run_load
 from report import compute_ratios, format_ratios, format_table, write_plot
-from servers import process_group_cpu_s, running_peer, running_service
+from servers import process_tree_cpu_s, running_peer, running_service
 
 CONCURRENCIES = [1, 4, 16, 32]
 REQUEST_TIMEOUT_S = 120.0  # per request; a queue of 32 at ~0.1 s/img stays far below it
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_service(tag, bentoml_home) as service:
             run["service_ready_s"] = service.ready_s
             url = service.base_url
-            service_cpu = partial(process_group_cpu_s, service.process.pid)
+            service_cpu = partial(process_tree_cpu_s, service.process.pid)
             run["service"] = asyncio.run(
                 measure_levels(
                     url + "/classify", images, concurrencies, rounds, minimum, service_cpu
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print("3/3 naive Flask peer", file=sys.stderr)
     with running_peer(MODEL_DIR) as peer:
         run["peer_ready_s"] = peer.ready_s
-        peer_cpu = partial(process_group_cpu_s, peer.process.pid)
+        peer_cpu = partial(process_tree_cpu_s, peer.process.pid)
         run["peer"] = asyncio.run(
             measure_levels(
                 peer.base_url + "/predict", images, concurrencies, rounds, minimum, peer_cpu

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import MODEL_DIR, OUT_DIR, ensure_model_dir, load_jpeg_set
 from loadgen import run_load
-from servers import process_group_cpu_s, running_service
+from servers import process_tree_cpu_s, running_service
 
 
 def config(workers: int, batch: int, latency_ms: int, tf_threads: int | None = None) -> dict:
@@ -57,7 +57,7 @@ GRID = [
 
 
 async def measure(url: str, images: list[bytes], pgid: int, rounds: int) -> dict[str, Any]:
-    cpu = partial(process_group_cpu_s, pgid)
+    cpu = partial(process_tree_cpu_s, pgid)
     single = await run_load(
         url, concurrency=1, requests=12, images=images, warmup_requests=4, cpu_probe=cpu
     )

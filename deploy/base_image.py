@@ -70,6 +70,14 @@ def source_tag(base: str) -> str:
     return f"{SOURCE_PREFIX}:{base.rsplit('/', 1)[-1].replace(':', '-')}"
 
 
+def unmount_below(root: Path) -> None:
+    """Unmount whatever an interrupted debootstrap left mounted inside `root`, deepest first."""
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    inside = [m for m in mounts if m == str(root) or m.startswith(f"{root}/")]
+    for mount_point in sorted(inside, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount_point], check=False)
+
+
 def build_standin(engine: Engine, base: str, reason: str) -> None:
     """debootstrap Debian bookworm with Python 3.11 and import it as `base`."""
     if shutil.which("debootstrap") is None:
@@ -79,11 +87,14 @@ def build_standin(engine: Engine, base: str, reason: str) -> None:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR, prefix="standin-") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={STANDIN_PACKAGES}", "bookworm",
-             str(rootfs), mirror],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        try:
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={STANDIN_PACKAGES}",
+                 "bookworm", str(rootfs), mirror],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            unmount_below(rootfs)  # never let the scratch cleanup walk into /proc or /dev
         # Match python:3.11-slim: pip may install system-wide, `python` exists, caches empty.
         (rootfs / "usr/lib/python3.11/EXTERNALLY-MANAGED").unlink(missing_ok=True)
         (rootfs / "usr/bin/python").symlink_to("python3")
@@ -91,11 +102,13 @@ def build_standin(engine: Engine, base: str, reason: str) -> None:
             shutil.rmtree(rootfs / cache, ignore_errors=True)
             (rootfs / cache / "partial").mkdir(parents=True)
         (rootfs / "etc/apt/sources.list").write_text(f"deb {mirror} bookworm main\n")
+        # The engine keeps backslashes of escaped quotes literally: swap quotes out first.
+        label_value = json.dumps(reason[:400].replace('"', "'"))
         changes = [
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
-            f"LABEL {STANDIN_LABEL}={json.dumps(reason[:400])}",
+            f"LABEL {STANDIN_LABEL}={label_value}",
         ]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         change_args = [arg for change in changes for arg in ("--change", change)]

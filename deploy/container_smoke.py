@@ -7,7 +7,6 @@ prints the container's logs before the error; the container is always removed.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import socket
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
-from container_engine import DEPLOY_DIR, WORK_DIR, ContainerError, Engine, say
+from container_engine import DEPLOY_DIR, PROJECT_DIR, WORK_DIR, ContainerError, Engine, say
 
 DEPLOYMENT = DEPLOY_DIR / "kubernetes" / "deployment.yaml"
 READY_TIMEOUT_S = 300.0
@@ -76,14 +75,16 @@ def free_port() -> int:
 
 
 def sample_images(directory: Path) -> tuple[Path, Path]:
-    """A synthetic cup photo (JPEG) and the same file cut in half (a corrupt upload)."""
-    from kitchenware.demo_data import render_image
+    """The README's curl example photo, and a copy cut in half (a corrupt upload)."""
+    photo = PROJECT_DIR / "examples" / "cup.jpg"
+    if not photo.is_file():  # a checkout without examples/: draw a synthetic cup
+        from kitchenware.demo_data import render_image
 
-    buffer = io.BytesIO()
-    render_image("cup", np.random.default_rng(0)).save(buffer, format="JPEG", quality=90)
-    photo, corrupt = directory / "cup.jpg", directory / "corrupt.jpg"
-    photo.write_bytes(buffer.getvalue())
-    corrupt.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        photo = directory / "cup.jpg"
+        render_image("cup", np.random.default_rng(0)).save(photo, format="JPEG", quality=90)
+    data = photo.read_bytes()
+    corrupt = directory / "corrupt.jpg"
+    corrupt.write_bytes(data[: len(data) // 2])
     return photo, corrupt
 
 

@@ -14,7 +14,7 @@ import json
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -153,8 +153,8 @@ def check_parts(parts: list[_Part], rule: FileField) -> None:
         raise UploadRejected(
             400,
             "not_a_file",
-            f"Multipart field '{rule.name}' must be a file upload (curl -F '{rule.name}=@photo.jpg'), "
-            "not a text value.",
+            f"Multipart field '{rule.name}' must be a file upload "
+            f"(curl -F '{rule.name}=@photo.jpg'), not a text value.",
             field=rule.name,
         )
     if len(ours) > rule.max_files:
@@ -195,8 +195,15 @@ class UploadGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rule = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if rule is None or scope.get("method") != "POST":
+        method = scope.get("method")
+        if rule is None or method == "OPTIONS":  # OPTIONS: leave CORS preflights to CORS
             await self.app(scope, receive, send)
+            return
+        if method != "POST":
+            message = f"{scope['path']} takes POST with multipart/form-data, not {method}."
+            await send_json(
+                send, 405, {"error": message, "reason": "method_not_allowed"}, {"Allow": "POST"}
+            )
             return
         try:
             body = await self._read_checked(scope, receive, rule)
@@ -233,7 +240,9 @@ class UploadGate:
 
         collector = _PartCollector()
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        body: BinaryIO = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
+        # Closed by the caller after the replay, or below on rejection.
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
+        body = cast(BinaryIO, spool)
         received = 0
         try:
             while True:

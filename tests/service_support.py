@@ -196,7 +196,11 @@ def serve(
 
 def store_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
     """Environment for a subprocess that uses the store in `bentoml_home`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KITCHENWARE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KITCHENWARE_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     env.update(
         BENTOML_HOME=str(bentoml_home),
         BENTOML_DO_NOT_TRACK="True",

@@ -19,7 +19,11 @@ TRAINING_ONLY = {"matplotlib", "tqdm"}  # pyproject runtime deps the service nev
 def run_script(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "build_bento_from_saved.py"), *args],
-        env=store_env(home), cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=store_env(home),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import copy
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,16 @@ KUBERNETES_VERSION = "1.33.0"  # a release current clusters run; bump with the m
 BENTO_UID = 1034  # the `bentoml` user BentoML's generated Dockerfile creates
 
 
+KUSTOMIZATION = KUBERNETES_DIR / "kustomization.yaml"  # kustomize's file, not a resource
+
+
+def manifest_files() -> list[Path]:
+    return sorted(path for path in KUBERNETES_DIR.glob("*.yaml") if path != KUSTOMIZATION)
+
+
 def manifests() -> list[dict[str, Any]]:
     documents = []
-    for path in sorted(KUBERNETES_DIR.glob("*.yaml")):
+    for path in manifest_files():
         documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return documents
 
@@ -61,6 +70,26 @@ def test_strict_validation_rejects_a_misspelled_field() -> None:
 
 def test_manifest_kinds_are_deployment_service_and_autoscaler() -> None:
     kinds = sorted(doc["kind"] for doc in manifests())
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+
+
+def test_kustomization_applies_every_manifest_and_names_the_image() -> None:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
+    image_names = {image["name"] for image in kustomization["images"]}
+    assert image_names == {classifier_container()["image"].split(":")[0]}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_renders_the_three_resources_offline() -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
     assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service"]
 
 

@@ -28,8 +28,12 @@ def code_blocks(text: str, language: str) -> list[str]:
 
 
 def curl_commands() -> list[str]:
-    return [line for block in code_blocks(README, "bash") for line in block.splitlines()
-            if line.startswith("curl ")]
+    return [
+        line
+        for block in code_blocks(README, "bash")
+        for line in block.splitlines()
+        if line.startswith("curl ")
+    ]
 
 
 def test_quickstart_is_exactly_two_commands() -> None:
@@ -50,8 +54,9 @@ def test_placeholder_sections_for_the_lead_exist() -> None:
 
 
 def test_settings_table_lists_every_setting_with_its_default() -> None:
-    rows = re.findall(r"^\| `(KITCHENWARE_[A-Z_]+)` \| `([^`]*)` \| (.*) \|$",
-                      section("Settings"), re.M)
+    rows = re.findall(
+        r"^\| `(KITCHENWARE_[A-Z_]+)` \| `([^`]*)` \| (.*) \|$", section("Settings"), re.M
+    )
     expected = [
         (f"KITCHENWARE_{name.upper()}", str(field.default), field.description)
         for name, field in ServiceSettings.model_fields.items()
@@ -61,7 +66,9 @@ def test_settings_table_lists_every_setting_with_its_default() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServedService:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ServedService:
     return shared_server(request, tmp_path_factory.getbasetemp())
 
 
@@ -69,14 +76,15 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def test_readme_curl_commands_run_as_written(server: ServedService) -> None:
     commands = curl_commands()
     assert [c.split()[-1] for c in commands] == [
-        f"{README_URL}/classify", f"{README_URL}/classify_batch",
+        f"{README_URL}/classify",
+        f"{README_URL}/classify_batch",
     ]
     for command in commands:
         argv = shlex.split(command.replace(README_URL, server.url))  # only the port changes
         result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
-        results = answer["results"] if "results" in answer else [answer]
+        results = answer.get("results", [answer])
         files = re.findall(r"=@examples/(\S+)", command)
         assert [r["filename"] for r in results] == files
         assert all(r["label"] in r["probabilities"] for r in results)
@@ -87,7 +95,10 @@ def test_readme_python_client_runs_as_written(server: ServedService) -> None:
     (snippet,) = code_blocks(section("Python client"), "python")
     result = subprocess.run(
         [sys.executable, "-c", snippet.replace(README_URL, server.url)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.strip().splitlines()

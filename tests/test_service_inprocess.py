@@ -7,14 +7,24 @@ test_service_served.py for those).
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from service_support import CLASS_COLOURS, CLASS_NAMES, build_colour_model, image_bytes
-from starlette.testclient import TestClient
+
+# BentoML's /metrics reads Prometheus's multiprocess directory; `bentoml serve` sets it, here
+# it must be set before prometheus_client is first imported (by `import service`).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kitchenware-prom-"))
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Starlette suggests `httpx2`; httpx works fine here
+    from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +71,10 @@ def test_classify_answers_label_confidence_probabilities_top_k_and_model(
 def test_classify_batch_keeps_request_order(client: TestClient) -> None:
     names = [*CLASS_NAMES, *CLASS_NAMES]
     random.Random(3).shuffle(names)
-    files = [("images", (f"{i}-{name}.png", colour_png(name, (30 + i, 30)))) for i, name in
-             enumerate(names)]
+    files = [
+        ("images", (f"{i}-{name}.png", colour_png(name, (30 + i, 30))))
+        for i, name in enumerate(names)
+    ]
     response = client.post("/classify_batch", files=files)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -80,7 +92,9 @@ def test_openapi_schema_offers_file_fields_for_swagger(client: TestClient) -> No
     paths = client.get("/docs.json").json()["paths"]
     single = paths["/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert single["schema"]["properties"]["image"] == {
-        "format": "binary", "title": "Image", "type": "string",
+        "format": "binary",
+        "title": "Image",
+        "type": "string",
     }
     batch = paths["/classify_batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
     images = batch["schema"]["properties"]["images"]
@@ -88,11 +102,16 @@ def test_openapi_schema_offers_file_fields_for_swagger(client: TestClient) -> No
     assert images["items"] == {"format": "binary", "type": "string"}
 
 
-def test_swagger_ui_and_health_endpoints(client: TestClient) -> None:
+def test_swagger_ui_health_and_metrics_endpoints(client: TestClient) -> None:
     index = client.get("/")
     assert index.status_code == 200 and "swagger-ui" in index.text
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
+    client.post("/classify", files={"image": ("k.png", colour_png("knife"))})
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'kitchenware_predictions_total{label="knife"}' in metrics.text
+    assert "kitchenware_decode_seconds_bucket" in metrics.text
 
 
 @pytest.mark.parametrize(
@@ -131,8 +150,17 @@ def test_default_pixel_limit_stops_a_decompression_bomb(client: TestClient, tmp_
 
 
 def test_a_bad_image_in_a_batch_is_named_by_position(client: TestClient) -> None:
-    files = [("images", ("ok.png", colour_png("fork"))), ("images", ("oops.txt", b"words")),
-             ("images", ("fine.png", colour_png("knife")))]
+    files = [
+        ("images", ("ok.png", colour_png("fork"))),
+        ("images", ("oops.txt", b"words")),
+        ("images", ("fine.png", colour_png("knife"))),
+    ]
     response = client.post("/classify_batch", files=files)
     assert response.status_code == 400
     assert response.json()["error"].startswith("images[1] 'oops.txt' is not an image")
+
+
+def test_get_on_an_endpoint_says_to_post(client: TestClient) -> None:
+    response = client.get("/classify")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "POST with multipart/form-data" in response.json()["error"]

@@ -22,8 +22,10 @@ def test_overload_answers_503_busy_with_retry_after_and_recovers(tmp_path: Path)
     async def flood(url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as client:
             return await asyncio.gather(
-                *(client.post(f"{url}/classify", files={"image": ("c.png", data)})
-                  for _ in range(48))
+                *(
+                    client.post(f"{url}/classify", files={"image": ("c.png", data)})
+                    for _ in range(48)
+                )
             )
 
     with serve("service:Kitchenware", env, log_dir=tmp_path) as server:

@@ -20,7 +20,9 @@ CASES = catalogue()
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServedService:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ServedService:
     return shared_server(request, tmp_path_factory.getbasetemp())
 
 
@@ -71,8 +73,10 @@ def test_served_probabilities_equal_in_process_prediction(server: ServedService)
     from kitchenware.preprocessing import preprocess_bytes
 
     classifier = Classifier.load(Path(str(server.extra["model_dir"])))
-    uploads = [image_bytes(colour, "JPEG", size=(123, 77)) for colour in
-               [(200, 40, 40), (90, 160, 30), (120, 120, 200), (250, 250, 250)]]
+    uploads = [
+        image_bytes(colour, "JPEG", size=(123, 77))
+        for colour in [(200, 40, 40), (90, 160, 30), (120, 120, 200), (250, 250, 250)]
+    ]
     for data in uploads:
         served = httpx.post(f"{server.url}/classify", files={"image": ("x.jpg", data)}).json()
         expected = classifier.predict_arrays(preprocess_bytes(data, classifier.image_size))[0]
@@ -120,8 +124,9 @@ def test_metrics_count_labels_rejections_and_decode_time(server: ServedService) 
     text = httpx.get(f"{server.url}/metrics").text
     assert re.search(r'^kitchenware_predictions_total\{label="cup"\} [1-9]', text, re.M)
     assert re.search(r'^kitchenware_rejected_uploads_total\{reason="empty"\} [1-9]', text, re.M)
-    assert re.search(r'^kitchenware_rejected_uploads_total\{reason="not_multipart"\} [1-9]',
-                     text, re.M)
+    assert re.search(
+        r'^kitchenware_rejected_uploads_total\{reason="not_multipart"\} [1-9]', text, re.M
+    )
     assert re.search(r"^kitchenware_decode_seconds_count [1-9]", text, re.M)
     assert "bentoml_service_request_duration_seconds" in text  # BentoML's defaults stay
 
@@ -133,7 +138,9 @@ def test_health_endpoints(server: ServedService) -> None:
 
 
 def test_server_still_answers_after_everything(server: ServedService) -> None:
-    response = httpx.post(f"{server.url}/classify", files={"image": ("k.png", image_bytes((230, 20, 230)))})
+    response = httpx.post(
+        f"{server.url}/classify", files={"image": ("k.png", image_bytes((230, 20, 230)))}
+    )
     assert response.status_code == 200 and response.json()["label"] == "knife"
     log = server.log()
     assert "status=500" not in log and "Traceback" not in log, log[-3000:]

@@ -18,13 +18,21 @@ CHROMIUM = "/usr/bin/chromium"
 # Headless as root on these machines; without the networking flags chromium keeps trying
 # to reach the internet and fails (see ../shared/notes/machine-facts.md).
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 @pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ServedService:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ServedService:
     return shared_server(request, tmp_path_factory.getbasetemp())
 
 
@@ -37,7 +45,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
         )
         try:
             yield context.new_page()
