@@ -21,6 +21,7 @@ from container_engine import WORK_DIR, ContainerError, Engine, say, shout
 STANDIN_LABEL = "kitchenware.standin-base"  # value: why the stand-in was built
 CA_LABEL = "kitchenware.extra-ca-sha256"  # value: digest of the CA files baked in
 SOURCE_PREFIX = "localhost/kitchenware-base-source"  # base as pulled/built, before CA layer
+STANDIN_FOR = "docker.io/library/python:3.11-slim"  # what debootstrap bookworm reproduces
 STANDIN_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 EXTRA_CA_ENV = "KITCHENWARE_EXTRA_CA_CERTS"  # a PEM file or a folder of .crt files
 HOST_CA_DIRS = (Path("/usr/local/share/ca-certificates"), Path("/etc/pki/ca-trust/source/anchors"))
@@ -152,6 +153,8 @@ def ensure_base_image(engine: Engine, base: str) -> bool:
             reason = engine.pull(base, PULL_TIMEOUT_S)
             if reason is None:
                 engine.tag(base, source)
+            elif base != STANDIN_FOR:
+                raise ContainerError(f"{reason}; the offline stand-in only replaces {STANDIN_FOR}.")
             else:
                 build_standin(engine, base, reason)
         refreshed = True
@@ -165,7 +168,7 @@ def ensure_base_image(engine: Engine, base: str) -> bool:
     if standin_reason:
         shout([
             f"STAND-IN BASE IMAGE: {base} was NOT pulled from a registry.",
-            f"Why: {standin_reason}.",
+            f"Why: {standin_reason.rstrip('.')}.",
             "It is Debian bookworm + python3.11 built locally with debootstrap; the image",
             "works the same, but it is not the official python image. With a registry,",
             f"run `{engine.name} rmi {base} {source}` and build again to use the real one.",

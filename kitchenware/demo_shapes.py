@@ -229,7 +229,7 @@ def _draw_spoon(
 ) -> None:
     s = _CANVAS
     cx = s / 2
-    bowl_w, bowl_h = s * rng.uniform(0.2, 0.28), s * rng.uniform(0.3, 0.38)
+    bowl_w, bowl_h = s * rng.uniform(0.23, 0.3), s * rng.uniform(0.33, 0.42)
     top = s * 0.04
     end = s * rng.uniform(0.88, 0.95)
     _draw_handle(
@@ -240,8 +240,8 @@ def _draw_spoon(
         stroke,
         top + bowl_h * 0.8,
         end,
-        s * rng.uniform(0.04, 0.06),
-        s * rng.uniform(0.07, 0.11),
+        s * rng.uniform(0.035, 0.05),
+        s * rng.uniform(0.06, 0.09),
     )
     draw.ellipse(
         (cx - bowl_w / 2, top, cx + bowl_w / 2, top + bowl_h), fill=fill, outline=line, width=stroke
@@ -306,8 +306,8 @@ def _draw_knife(
     cx = s / 2
     top = s * 0.04
     blade_end = s * rng.uniform(0.5, 0.6)
-    blade_w = s * rng.uniform(0.09, 0.14)
-    handle_w = s * rng.uniform(0.08, 0.11)
+    blade_w = s * rng.uniform(0.1, 0.15)
+    handle_w = s * rng.uniform(0.09, 0.12)
     end = s * rng.uniform(0.9, 0.95)
     _draw_handle(
         draw,

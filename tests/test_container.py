@@ -117,3 +117,31 @@ class TestImage:
         assert done.returncode == 1
         assert "No image kitchenware-classifier:no-such-version" in done.stderr
         assert "Traceback" not in done.stderr
+
+    def test_a_new_host_ca_is_layered_in_and_removing_it_restores_the_base(
+        self, build_output: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        from base_image import CA_LABEL, STANDIN_FOR, ensure_base_image, extra_ca_files
+
+        engine = Engine.detect()
+
+        def base_state() -> tuple[str, str]:
+            image_id = engine.run("image", "inspect", "--format", "{{.Id}}", STANDIN_FOR)
+            return image_id.stdout.strip(), engine.image_labels(STANDIN_FOR).get(CA_LABEL, "")
+
+        before = base_state()
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        for path in extra_ca_files():
+            shutil.copyfile(path, extra / path.name)
+        shutil.copyfile(
+            Path("/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt"), extra / "new.crt"
+        )
+        monkeypatch.setenv("KITCHENWARE_EXTRA_CA_CERTS", str(extra))
+        ensure_base_image(engine, STANDIN_FOR)
+        with_new_ca = base_state()
+        monkeypatch.delenv("KITCHENWARE_EXTRA_CA_CERTS")
+        ensure_base_image(engine, STANDIN_FOR)
+        assert with_new_ca[1] not in ("", before[1]), "the new CA did not reach the base image"
+        # Same image id again: the build cache still holds every layer of the service image.
+        assert base_state() == before
