@@ -36,7 +36,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     """Flat, gradient or textured (smooth noise, stripes) background as float RGB."""
     # Mostly muted surfaces (tables, counters, cloths), as behind real kitchenware photos.
     base = np.array(random_colour(rng, neutral=0.6), dtype=np.float32)
-    kind = rng.choice(["flat", "gradient", "noise", "stripes"], p=[0.3, 0.3, 0.25, 0.15])
+    kind = rng.choice(["flat", "gradient", "noise", "stripes"], p=[0.35, 0.35, 0.2, 0.1])
     if kind == "flat":
         return np.broadcast_to(base, (height, width, 3)).copy()
     if kind == "gradient":
@@ -104,7 +104,7 @@ def render_image(
         fill = random_colour(rng, neutral=0.5)
     canvas = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8)).convert("RGBA")
     draw = ImageDraw.Draw(canvas)
-    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.3 else 0):
+    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.25 else 0):
         _distractor(draw, rng, width, height)
 
     obj = draw_object(label, rng, fill)
@@ -129,7 +129,7 @@ def render_image(
     canvas.alpha_composite(obj, (x, y))
 
     pixels = np.asarray(canvas.convert("RGB"), dtype=np.float32)
-    sigma = rng.uniform(0, 6)
+    sigma = rng.uniform(0, 5)
     if sigma > 1:
         pixels = pixels + rng.normal(0, sigma, size=pixels.shape).astype(np.float32)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -56,9 +56,9 @@ def _draw_cup(
     bottom_width = width * rng.uniform(0.65, 0.95)
     # Handle first: the body then hides its inner half, leaving a ring on the side.
     hx = cx + (width + bottom_width) / 4
-    hr_x, hr_y = s * rng.uniform(0.1, 0.17), (bottom - top) * rng.uniform(0.25, 0.38)
+    hr_x, hr_y = s * rng.uniform(0.12, 0.18), (bottom - top) * rng.uniform(0.28, 0.38)
     hy = top + (bottom - top) * rng.uniform(0.4, 0.55)
-    handle_width = max(3, int(s * rng.uniform(0.035, 0.07)))
+    handle_width = max(3, int(s * rng.uniform(0.045, 0.08)))
     draw.ellipse(
         (hx - hr_x, hy - hr_y, hx + hr_x, hy + hr_y), outline=line, width=handle_width + stroke
     )
@@ -229,7 +229,7 @@ def _draw_spoon(
 ) -> None:
     s = _CANVAS
     cx = s / 2
-    bowl_w, bowl_h = s * rng.uniform(0.23, 0.3), s * rng.uniform(0.33, 0.42)
+    bowl_w, bowl_h = s * rng.uniform(0.25, 0.32), s * rng.uniform(0.34, 0.42)
     top = s * 0.04
     end = s * rng.uniform(0.88, 0.95)
     _draw_handle(
