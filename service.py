@@ -10,6 +10,7 @@ Two services, one process each under `bentoml serve`:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from http import HTTPStatus
 from pathlib import Path
@@ -44,6 +45,7 @@ settings = get_settings()
 MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
 BUSY_STATUSES = {HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.TOO_MANY_REQUESTS}
 NEVER_RECYCLE = 2**31 - 1
+READY_PROBE_TIMEOUT_S = 2.0
 
 
 @bentoml.service(
@@ -79,6 +81,9 @@ class KitchenwareModel:
 @bentoml.service(
     name="kitchenware",
     traffic={"timeout": settings.timeout_s},
+    # BentoML's own probe of the model service can hang a /readyz sent during start-up
+    # until the request timeout (then 500); __is_ready__ below asks with a deadline.
+    runner_probe={"enabled": False},
     labels={"project": "kitchenware", "task": "image-classification"},
 )
 class Kitchenware:
@@ -90,6 +95,16 @@ class Kitchenware:
         self.served: ServedModel = locate_model(MODEL_REFERENCE)
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+
+    async def __is_ready__(self) -> bool:
+        """Ready once the model service answers its /readyz (model loaded and warmed up)."""
+        probe = getattr(self.model, "is_ready", None)
+        if probe is None:  # in-process: the model service object exists, so it is loaded
+            return True
+        try:
+            return bool(await asyncio.wait_for(probe(1), timeout=READY_PROBE_TIMEOUT_S))
+        except Exception:  # unreachable or still starting: not ready yet
+            return False
 
     async def _classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
         """Probabilities from the model service, or a 503 when its queue is full."""

@@ -88,7 +88,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="head-cache-") as tmp:
         # 80 % of the generated images train, 20 % validate, as phase 1 needs both.
-        per_class = max(3, round(args.images / 0.8 / len(DEMO_CLASSES)))
+        per_class = round(args.images / len(DEMO_CLASSES) / 0.8) + 1  # +1: one test image
         data = generate_demo_dataset(
             Path(tmp) / "data", per_class=per_class, seed=0, progress=False
         )

@@ -41,6 +41,7 @@ CLASS_COLOURS = {
     "knife": (1, 0, 1),
 }
 TEST_IMAGE_SIZE = 64
+PROBE_TIMEOUT_S = 8.0  # a readiness probe slower than this counts as hung
 # Small limits so the limit cases of the upload catalogue stay cheap to send.
 SHARED_SERVER_SETTINGS = {
     "max_upload_bytes": "3000000",
@@ -136,14 +137,25 @@ class ServedService:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float
+) -> list[str]:
+    """Poll /readyz until 200; returns what each probe got (status code, "refused", "hung")."""
+    probes: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
+        try:
+            status = httpx.get(f"{url}/readyz", timeout=PROBE_TIMEOUT_S).status_code
+        except httpx.TimeoutException:
+            probes.append("hung")
+        except httpx.TransportError:
+            probes.append("refused")  # not listening yet
+        else:
+            probes.append(str(status))
+            if status == 200:
+                return probes
         time.sleep(0.25)
     raise TimeoutError(f"server not ready after {timeout}s:\n{log_path.read_text()}")
 
@@ -187,8 +199,9 @@ def serve(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path, timeout)
+        probes = wait_ready(url, process, log_path, timeout)
         served = ServedService(url, port, process, log_path, env, time.monotonic() - started)
+        served.extra["readyz_probes"] = probes
         yield served
     finally:
         stop(process)

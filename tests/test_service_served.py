@@ -134,7 +134,11 @@ def test_metrics_count_labels_rejections_and_decode_time(server: ServedService) 
 def test_health_endpoints(server: ServedService) -> None:
     assert httpx.get(f"{server.url}/livez").status_code == 200
     assert httpx.get(f"{server.url}/readyz").status_code == 200
-    print(f"\ncold start to /readyz: {server.cold_start_s:.1f} s")
+    # While starting, /readyz refused connections or answered 503 promptly: never hung.
+    probes = server.extra["readyz_probes"]
+    assert isinstance(probes, list) and probes[-1] == "200"
+    assert set(probes) <= {"refused", "503", "200"}, probes
+    print(f"\ncold start to /readyz: {server.cold_start_s:.1f} s; probes: {probes}")
 
 
 def test_server_still_answers_after_everything(server: ServedService) -> None:
