@@ -30,6 +30,7 @@ READY_TIMEOUT_S = 300.0
 LOAD_REQUESTS = 96
 LOAD_CONCURRENCY = 32  # the service's max_batch_size: the batcher's fullest batch
 MIB_PER_UNIT = {"Mi": 1, "Gi": 1024}
+STOP_GRACE_S = 10
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,15 @@ class SmokeContainer:
         logs = self.engine.run("logs", self.name, check=False)
         print(f"----- logs of container {self.name} -----\n{logs.stdout}{logs.stderr}-----")
 
-    def remove(self) -> None:
-        self.engine.run("stop", "-t", "10", self.name, check=False, timeout=60)
+    def remove(self) -> str:
+        """Stop (SIGTERM, SIGKILL after STOP_GRACE_S) and delete; says how the stop went."""
+        started = time.monotonic()
+        self.engine.run("stop", "-t", str(STOP_GRACE_S), self.name, check=False, timeout=120)
+        took = time.monotonic() - started
         self.engine.run("rm", "-f", self.name, check=False, timeout=60)
+        if took >= STOP_GRACE_S:
+            return f"removed; it ignored SIGTERM and was killed after {STOP_GRACE_S} s"
+        return f"stopped on SIGTERM in {took:.1f} s and removed"
 
     def wait_ready(self, started: float) -> float:
         """Seconds from `run` until /readyz answers 200; fails if the container exits first."""
@@ -270,7 +277,7 @@ def smoke_test(engine: Engine, image: str, export: bool = True) -> None:
             box.print_logs()
             raise
         finally:
-            box.remove()
+            say(f"container {box.remove()}")
     if export:
         started = time.monotonic()
         archive = export_archive(engine, image)

@@ -145,3 +145,4 @@ class TestImage:
         assert with_new_ca[1] not in ("", before[1]), "the new CA did not reach the base image"
         # Same image id again: the build cache still holds every layer of the service image.
         assert base_state() == before
+        engine.run("rmi", with_new_ca[0], check=False)  # the variant is dangling now
