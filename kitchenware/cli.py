@@ -16,7 +16,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
-from kitchenware.training import TrainConfig, TrainResult
+from kitchenware.training import TrainConfig, TrainResult, train
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXIT_USAGE = 2
@@ -124,8 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: {validation_sentence(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    from kitchenware.training import train
-
     try:
         result = train(config)
     except ValueError as exc:  # DataError, ModelConfigError, ImageDecodeError are ValueErrors
