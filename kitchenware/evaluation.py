@@ -87,13 +87,13 @@ def plot_training_curves(phases: Sequence[dict[str, Any]], path: Path) -> Path:
 
     `phases` is a list of {"name": str, "history": {"loss": [...], "val_loss": [...], ...}}.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    # A bare Figure renders to files without touching pyplot's global backend,
+    # so a notebook that calls training keeps its inline plots.
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         offset = 0
         for number, phase in enumerate(phases):
@@ -131,7 +131,6 @@ def plot_training_curves(phases: Sequence[dict[str, Any]], path: Path) -> Path:
     figure.suptitle("Training curves (dashed: validation)")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
-    plt.close(figure)
     return path
 
 
@@ -141,13 +140,11 @@ def plot_confusion_matrix(
     path: Path,
     title: str = "Confusion matrix (test split)",
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     values = np.asarray(matrix)
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
     axis.imshow(values, cmap="Blues")
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -168,5 +165,4 @@ def plot_confusion_matrix(
     axis.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
-    plt.close(figure)
     return path
