@@ -18,10 +18,13 @@ class ServiceSettings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest width x height.")
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
     top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
-    # Adaptive batching; see bench/RESULTS.md for the measurements behind these values.
+    # Adaptive batching; see bench/RESULTS.md ("Serving: tuning") for the measurements.
     # BentoML's batchable API requires max_batch_size >= 2.
+    # 32: one call absorbs 32 clients; 8 and 16 were no faster on 2 cores (RESULTS.md).
     max_batch_size: int = Field(32, ge=2, description="Most images per model call.")
+    # 60 s: 3 s answered most c=32 requests 503; 15 s held when quiet, not under load.
     max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
+    # 1: two workers were no faster on 2 cores and doubled p99 and memory (RESULTS.md).
     workers: int = Field(1, ge=1, description="Service worker processes.")
     timeout_s: int = Field(120, ge=1, description="Request timeout in seconds.")
     retry_after_s: int = Field(
