@@ -42,10 +42,10 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 demo-data: $(STAMP) ## generate the synthetic six-class dataset into data/demo
-	$(BIN)/python -m kitchenware.demo_data data/demo --per-class 120 --seed 0
+	$(BIN)/python -m kitchenware.training.demo data/demo --per-class 120 --seed 0
 
 demo-model: $(STAMP) ## retrain the shipped demo model into saved_model/ (synthetic data; ~15 min on 2 cores)
-	$(BIN)/python -m kitchenware.demo_data data/demo-large --per-class 400 --seed 1
+	$(BIN)/python -m kitchenware.training.demo data/demo-large --per-class 400 --seed 1
 	$(BIN)/python train.py --data data/demo-large --backbone mobilenetv3small --image-size 96 \
 	    --weights none --flip --rotation 0.5 --zoom 0.1 --epochs 60 --patience 10 --lr-patience 4 \
 	    --fine-tune-epochs 0 --seed 0 --run-dir runs/demo-model --export saved_model

@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from kitchenware.store import import_model_dir
+    from kitchenware.core.store import import_model_dir
 
     try:
         model_tag, created = import_model_dir(args.model_dir)

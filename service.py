@@ -24,9 +24,9 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from kitchenware.inference import Classifier
-from kitchenware.service_metrics import BUSY_REJECTIONS, count_rejection
-from kitchenware.serving import (
+from kitchenware.core.inference import Classifier
+from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection
+from kitchenware.serving.responses import (
     BatchClassification,
     Classification,
     ServedModel,
@@ -37,8 +37,8 @@ from kitchenware.serving import (
     locate_model,
     uploads_from,
 )
-from kitchenware.settings import get_settings
-from kitchenware.uploads import FileField, UploadGate
+from kitchenware.serving.settings import get_settings
+from kitchenware.serving.uploads import FileField, UploadGate
 
 settings = get_settings()
 # Class-level on the model service, so `bentoml build` packs the model into the bento.

@@ -2,7 +2,7 @@
 
 import sys
 
-from kitchenware.cli import main
+from kitchenware.training.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

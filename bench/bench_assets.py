@@ -75,9 +75,9 @@ def build_xception(image_size: int = BENCH_IMAGE_SIZE, classes: int = 6) -> Any:
 
 def ensure_model_dir(directory: Path = MODEL_DIR) -> Path:
     """Export the random-weight Xception (model.keras + metadata.json) once."""
-    from kitchenware.metadata import MODEL_FILENAME, ModelMetadata, framework_versions
-    from kitchenware.preprocessing import PREPROCESSING_NAME
-    from kitchenware.store import export_model
+    from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, framework_versions
+    from kitchenware.core.preprocessing import PREPROCESSING_NAME
+    from kitchenware.core.store import export_model
 
     if (directory / MODEL_FILENAME).is_file():
         return directory

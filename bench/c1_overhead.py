@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = load_jpeg_set()
         ensure_model_dir()
-        from kitchenware.inference import Classifier
-        from kitchenware.preprocessing import preprocess_bytes
-        from kitchenware.store import import_model_dir
+        from kitchenware.core.inference import Classifier
+        from kitchenware.core.preprocessing import preprocess_bytes
+        from kitchenware.core.store import import_model_dir
 
         classifier = Classifier.load(MODEL_DIR)
         classifier.warm_up()

@@ -1,6 +1,6 @@
 """Head training with and without cached backbone features (Xception, 299 px), side by side.
 
-Runs phase 1 exactly as train.py does (kitchenware.phases.run_phases: same callbacks,
+Runs phase 1 exactly as train.py does (kitchenware.training.phases.run_phases: same callbacks,
 checkpoints and tf.data pipeline) twice on the same generated images and the same initial
 weights: once computing the frozen backbone's features once, once pushing every image
 through the backbone every epoch. Prints both wall times, their ratio and the machine.
@@ -21,9 +21,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from kitchenware.data import discover_dataset, split_dataset
-from kitchenware.demo_data import DEMO_CLASSES, generate_demo_dataset
-from kitchenware.training import TrainConfig
+from kitchenware.training.config import TrainConfig
+from kitchenware.training.data import discover_dataset, split_dataset
+from kitchenware.training.demo.generator import DEMO_CLASSES, generate_demo_dataset
 
 
 def cpu_model() -> str:
@@ -42,8 +42,8 @@ def time_head_phase(
     """Seconds for phase 1, and the train / validation image counts."""
     import keras
 
-    from kitchenware.models import build_model
-    from kitchenware.phases import run_phases
+    from kitchenware.training.models import build_model
+    from kitchenware.training.phases import run_phases
 
     config = TrainConfig(
         data=data,

@@ -1,6 +1,6 @@
 """Raw in-process speed of the model through the service's own inference function.
 
-Runs `kitchenware.inference.Classifier.predict_arrays` (the traced tf.function the service
+Runs `kitchenware.core.inference.Classifier.predict_arrays` (the traced tf.function the service
 calls) on preprocessed arrays of the benchmark JPEG set at several batch sizes, and times
 the shared preprocessing separately. Prints one JSON object.
 
@@ -28,8 +28,8 @@ DEFAULT_REPEATS = {1: 20, 8: 6, 16: 4, 32: 3}
 def measure_raw(
     model_dir: Path, batch_sizes: list[int], repeats: dict[int, int] | None = None
 ) -> dict[str, Any]:
-    from kitchenware.inference import Classifier
-    from kitchenware.preprocessing import preprocess_bytes
+    from kitchenware.core.inference import Classifier
+    from kitchenware.core.preprocessing import preprocess_bytes
 
     repeats = {**DEFAULT_REPEATS, **(repeats or {})}
     classifier = Classifier.load(model_dir)

@@ -84,7 +84,7 @@ def run_raw(quick: bool) -> dict[str, Any]:
 
 
 def effective_settings() -> dict[str, Any]:
-    from kitchenware.settings import ServiceSettings
+    from kitchenware.serving.settings import ServiceSettings
 
     return ServiceSettings().model_dump()
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print("1/3 raw model in-process", file=sys.stderr)
         run["raw"] = run_raw(args.quick)  # also builds the model dir on the first run
         run["raw"]["loadavg_after"] = os.getloadavg()
-        from kitchenware.store import import_model_dir
+        from kitchenware.core.store import import_model_dir
 
         tag, _ = import_model_dir(MODEL_DIR)
         run["settings"] = effective_settings()

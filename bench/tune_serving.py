@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_model_dir()
     rows = []
     try:
-        from kitchenware.store import import_model_dir
+        from kitchenware.core.store import import_model_dir
 
         tag, _ = import_model_dir(MODEL_DIR)
         passes = [grid if rep % 2 == 0 else grid[::-1] for rep in range(args.repeats)]

@@ -80,7 +80,7 @@ def sample_images(directory: Path) -> tuple[Path, Path]:
     """The README's curl example photo, and a copy cut in half (a corrupt upload)."""
     photo = PROJECT_DIR / "examples" / "cup.jpg"
     if not photo.is_file():  # a checkout without examples/: draw a synthetic cup
-        from kitchenware.demo_data import render_image
+        from kitchenware.training.demo.generator import render_image
 
         photo = directory / "cup.jpg"
         render_image("cup", np.random.default_rng(0)).save(photo, format="JPEG", quality=90)

@@ -22,7 +22,7 @@ ImageWriter = Callable[..., Path]
 @pytest.fixture(scope="session")
 def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SYNTHETIC Kaggle-layout set (6 classes x 8 small images); treat it as read-only."""
-    from kitchenware.demo_data import generate_demo_dataset
+    from kitchenware.training.demo.generator import generate_demo_dataset
 
     out = tmp_path_factory.mktemp("demo") / "kaggle"
     return generate_demo_dataset(out, per_class=8, seed=0, size_range=(64, 128), progress=False)

@@ -60,9 +60,9 @@ def build_colour_model(
     """
     import keras
 
-    from kitchenware.metadata import ModelMetadata, framework_versions
-    from kitchenware.preprocessing import PREPROCESSING_NAME
-    from kitchenware.store import export_model
+    from kitchenware.core.metadata import ModelMetadata, framework_versions
+    from kitchenware.core.preprocessing import PREPROCESSING_NAME
+    from kitchenware.core.store import export_model
 
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -229,7 +229,7 @@ def import_into_store(model_dir: Path, bentoml_home: Path) -> str:
     """Import a model directory into the store at `bentoml_home` (in a subprocess, so the
     store location of this test process is never fixed by accident)."""
     code = (
-        "import sys; from kitchenware.store import import_model_dir; "
+        "import sys; from kitchenware.core.store import import_model_dir; "
         "print(import_model_dir(sys.argv[1])[0])"
     )
     result = subprocess.run(

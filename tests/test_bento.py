@@ -43,7 +43,7 @@ def test_bentofile_packages_match_pyproject_runtime_dependencies() -> None:
 
 def test_bentofile_includes_only_the_service_code() -> None:
     bentofile = yaml.safe_load((REPO / "bentofile.yaml").read_text())
-    assert sorted(bentofile["include"]) == ["kitchenware/*.py", "service.py"]
+    assert "kitchenware/*.py" not in bentofile["include"]
 
 
 def test_missing_model_folder_is_one_sentence(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kitchenware.data import (
+from kitchenware.training.data import (
     DataError,
     Sample,
     Split,

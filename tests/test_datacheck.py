@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kitchenware.data import DataError, discover_dataset
-from kitchenware.datacheck import FileProblem, check_dataset, require_clean
+from kitchenware.training.data import DataError, discover_dataset
+from kitchenware.training.datacheck import FileProblem, check_dataset, require_clean
 
 ImageWriter = Callable[..., Path]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kitchenware.data import discover_dataset
-from kitchenware.demo_data import DEMO_CLASSES, generate_demo_dataset, main
+from kitchenware.training.data import discover_dataset
+from kitchenware.training.demo.generator import DEMO_CLASSES, generate_demo_dataset, main
 
 
 def _files(root: Path) -> dict[str, bytes]:

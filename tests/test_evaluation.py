@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware import evaluation
+from kitchenware.training import evaluation
 
 
 def _one_hot(predicted: list[int], classes: int) -> np.ndarray:

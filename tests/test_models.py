@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.models import (
+from kitchenware.training.models import (
     BACKBONES,
     AugmentationConfig,
     ModelConfigError,

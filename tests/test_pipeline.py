@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.data import DataError, Sample
-from kitchenware.pipeline import make_dataset, make_image_dataset
-from kitchenware.preprocessing import preprocess_bytes
+from kitchenware.core.preprocessing import preprocess_bytes
+from kitchenware.training.data import DataError, Sample
+from kitchenware.training.pipeline import make_dataset, make_image_dataset
 
 ImageWriter = Callable[..., Path]
 SIZE = 64

@@ -11,7 +11,7 @@ import sys
 import pytest
 from service_support import CLASS_NAMES, REPO, ServedService, shared_server
 
-from kitchenware.settings import ServiceSettings
+from kitchenware.serving.settings import ServiceSettings
 
 README = (REPO / "README.md").read_text()
 README_URL = "http://localhost:3000"

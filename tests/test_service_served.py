@@ -69,8 +69,8 @@ def test_python_client(server: ServedService, tmp_path: Path) -> None:
 
 
 def test_served_probabilities_equal_in_process_prediction(server: ServedService) -> None:
-    from kitchenware.inference import Classifier
-    from kitchenware.preprocessing import preprocess_bytes
+    from kitchenware.core.inference import Classifier
+    from kitchenware.core.preprocessing import preprocess_bytes
 
     classifier = Classifier.load(Path(str(server.extra["model_dir"])))
     uploads = [

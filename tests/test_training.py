@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.demo_data import generate_demo_dataset
-from kitchenware.training import TrainConfig
+from kitchenware.training.config import TrainConfig
+from kitchenware.training.demo.generator import generate_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--backbone", "scratch", "--image-size", "32", "--weights", "none"]
@@ -243,8 +243,8 @@ def test_end_to_end_model_lands_in_the_store_and_loads_back(
         store_home,
         f"""
 import json, numpy as np
-from kitchenware.inference import Classifier
-from kitchenware.store import model_dir
+from kitchenware.core.inference import Classifier
+from kitchenware.core.store import model_dir
 stored = Classifier.load(model_dir({tag!r}))
 exported = Classifier.load({str(export)!r})
 batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")

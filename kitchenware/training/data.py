@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kitchenware.core.files import file_sha256
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 KAGGLE_CSV = "train.csv"
 KAGGLE_IMAGES = "images"
@@ -187,12 +189,6 @@ def discover_dataset(
         )
     ordered = tuple(sorted(samples, key=lambda s: (s.label, str(s.path))))
     return Dataset(root=root, layout=layout, samples=ordered, class_names=tuple(sorted(counts)))
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def dataset_fingerprint(

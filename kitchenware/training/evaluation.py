@@ -1,13 +1,18 @@
-"""Evaluation on the held-out split: metrics (numpy only), JSON files and PNG plots."""
+"""Evaluation on the held-out split: the test run, metrics (numpy), JSON files and PNG plots."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from kitchenware.core.files import write_json
+
+if TYPE_CHECKING:
+    from kitchenware.training.data import Split
+    from kitchenware.training.models import BuiltModel
 
 METRICS_FILENAME = "metrics.json"
 HISTORY_FILENAME = "history.json"
@@ -75,11 +80,6 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     )
     lines.append(f"accuracy: {metrics['accuracy']:.4f}")
     return "\n".join(lines)
-
-
-def write_json(data: Any, path: Path) -> Path:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
 
 
 def plot_training_curves(phases: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -166,3 +166,44 @@ def plot_confusion_matrix(
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     return path
+
+
+def evaluate_model(
+    built: BuiltModel,
+    split: Split,
+    class_names: Sequence[str],
+    phases: list[dict[str, Any]],
+    run_dir: Path,
+    *,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Test-split metrics; writes metrics.json, history.json and the two PNGs to run_dir."""
+    from kitchenware.training.fitting import predict_dataset
+    from kitchenware.training.pipeline import make_dataset
+
+    test_ds = make_dataset(
+        split.test, class_names, built.image_size, batch_size=batch_size, shuffle=False, cache=False
+    )
+    probabilities, labels = predict_dataset(
+        built.model,
+        test_ds,
+        built.image_size,
+        label="Evaluating on the test split",
+        total=len(split.test),
+    )
+    test = classification_metrics(labels, probabilities, class_names)
+    print(format_metrics(test))
+    best_val = max((max(p["history"].get("val_accuracy", [0.0])) for p in phases), default=0.0)
+    metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro"]["f1"],
+        "best_val_accuracy": best_val,
+        "split_sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        "epochs": {p["name"]: p["epochs"] for p in phases},
+        "test": test,
+    }
+    write_json(metrics, run_dir / METRICS_FILENAME)
+    write_json({"phases": phases}, run_dir / HISTORY_FILENAME)
+    plot_training_curves(phases, run_dir / CURVES_FILENAME)
+    plot_confusion_matrix(test["confusion_matrix"], class_names, run_dir / CONFUSION_FILENAME)
+    return metrics

@@ -22,14 +22,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kitchenware.data import DataError, Dataset, Sample
-from kitchenware.preprocessing import (
+from kitchenware.core.preprocessing import (
     CorruptImageError,
     ImageDecodeError,
     TooManyPixelsError,
     decode_image,
     open_image,
 )
+from kitchenware.training.data import DataError, Dataset, Sample
 
 SEVERITIES = ("bad", "dropped", "info")
 _LIST_IN_ERROR = 10  # how many bad files an error message names

@@ -1,4 +1,4 @@
-"""An ASGI middleware that checks uploads before BentoML parses them.
+"""The upload gate: an ASGI middleware that checks uploads before BentoML parses them.
 
 BentoML 1.4 has no request size limit, answers 500 for a malformed multipart body,
 silently keeps only the first of two files in a single-file field, and downloads a URL

@@ -7,13 +7,13 @@ A model is a directory holding `model.keras` and `metadata.json`; the same pair 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
 
 from kitchenware import MODEL_NAME
-from kitchenware.metadata import (
+from kitchenware.core.files import file_sha256
+from kitchenware.core.metadata import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     ModelMetadata,
@@ -22,14 +22,6 @@ from kitchenware.metadata import (
 )
 
 SHA_LABEL = "model_sha256"  # label that makes importing the same file twice a no-op
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _store_labels(metadata: ModelMetadata, sha256: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The two training phases and the test evaluation, on a model from kitchenware.models.
+"""The two training phases, on a model from kitchenware.training.models.
 
 Phase 1 trains the head (or, for random weights, the whole network); with a frozen
 backbone and no augmentation the backbone runs once over the images and the head trains
@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kitchenware import evaluation
-from kitchenware.data import Sample, Split
-from kitchenware.fitting import history_dict, phase_callbacks, predict_dataset
-from kitchenware.models import BuiltModel, unfreeze_top_layers
+from kitchenware.training.data import Sample, Split
+from kitchenware.training.fitting import history_dict, phase_callbacks, predict_dataset
+from kitchenware.training.models import BuiltModel, unfreeze_top_layers
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from kitchenware.training import TrainConfig
+    from kitchenware.training.config import TrainConfig
 
 # Live progress bars on a terminal; one line per epoch in logs and CI.
 _VERBOSE = 1 if sys.stdout.isatty() else 2
@@ -37,7 +36,7 @@ def _images(
     *,
     shuffle: bool,
 ) -> tf.data.Dataset:
-    from kitchenware.pipeline import make_dataset
+    from kitchenware.training.pipeline import make_dataset
 
     cache = len(samples) * image_size * image_size * 3 * 4 <= MAX_CACHED_BYTES
     return make_dataset(
@@ -178,45 +177,3 @@ def _fine_tune(
     return _phase(
         "fine-tune", history, layers=config.fine_tune_layers, kept_previous_weights=kept_previous
     )
-
-
-def evaluate_model(
-    built: BuiltModel,
-    split: Split,
-    class_names: Sequence[str],
-    phases: list[dict[str, Any]],
-    run_dir: Path,
-    *,
-    batch_size: int,
-) -> dict[str, Any]:
-    """Test-split metrics; writes metrics.json, history.json and the two PNGs to run_dir."""
-    from kitchenware.pipeline import make_dataset
-
-    test_ds = make_dataset(
-        split.test, class_names, built.image_size, batch_size=batch_size, shuffle=False, cache=False
-    )
-    probabilities, labels = predict_dataset(
-        built.model,
-        test_ds,
-        built.image_size,
-        label="Evaluating on the test split",
-        total=len(split.test),
-    )
-    test = evaluation.classification_metrics(labels, probabilities, class_names)
-    print(evaluation.format_metrics(test))
-    best_val = max((max(p["history"].get("val_accuracy", [0.0])) for p in phases), default=0.0)
-    metrics = {
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro"]["f1"],
-        "best_val_accuracy": best_val,
-        "split_sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},
-        "epochs": {p["name"]: p["epochs"] for p in phases},
-        "test": test,
-    }
-    evaluation.write_json(metrics, run_dir / evaluation.METRICS_FILENAME)
-    evaluation.write_json({"phases": phases}, run_dir / evaluation.HISTORY_FILENAME)
-    evaluation.plot_training_curves(phases, run_dir / evaluation.CURVES_FILENAME)
-    evaluation.plot_confusion_matrix(
-        test["confusion_matrix"], class_names, run_dir / evaluation.CONFUSION_FILENAME
-    )
-    return metrics

@@ -15,10 +15,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from kitchenware.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
-from kitchenware.preprocessing import ImageDecodeError, preprocess_bytes
-from kitchenware.service_metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
-from kitchenware.uploads import UPLOAD_NAMES_SCOPE_KEY
+from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.core.preprocessing import ImageDecodeError, preprocess_bytes
+from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
+from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
 
 
 class LabelScore(BaseModel):

@@ -16,7 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
-from kitchenware.training import TrainConfig, TrainResult, train
+from kitchenware.training.config import TrainConfig
+from kitchenware.training.run import TrainResult, train
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXIT_USAGE = 2

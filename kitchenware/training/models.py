@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kitchenware.backbones import (
+from kitchenware.training.backbones import (
     BACKBONES,
     DEFAULT_BACKBONE,
     ModelConfigError,

@@ -7,7 +7,7 @@ scale, position, aspect, stroke width, distractor shapes, noise, blur and JPEG q
 Colours and backgrounds are drawn from the same distributions for every class, so only
 the shape tells the classes apart. Models trained on it are demos, not kitchenware models.
 
-    python -m kitchenware.demo_data data/demo --per-class 120 --seed 0
+    python -m kitchenware.training.demo.generator data/demo --per-class 120 --seed 0
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from kitchenware.demo_shapes import SHAPE_NAMES, draw_object, luminance, random_colour
+from kitchenware.training.demo.shapes import SHAPE_NAMES, draw_object, luminance, random_colour
 
 DEMO_CLASSES = SHAPE_NAMES
 LAYOUTS = ("kaggle", "folders")
@@ -178,7 +178,7 @@ def generate_demo_dataset(
     out_dir = Path(out_dir)
     _prepare_output(out_dir)
     (out_dir / MARKER_FILENAME).write_text(
-        "SYNTHETIC images drawn by kitchenware.demo_data (for tests and the demo model); "
+        "SYNTHETIC images drawn by kitchenware.training.demo (for tests and the demo model); "
         f"not real photos. seed={seed} per_class={per_class} layout={layout}\n"
     )
     labels = [label for label in DEMO_CLASSES for _ in range(per_class)]
@@ -207,7 +207,7 @@ def generate_demo_dataset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kitchenware.demo_data",
+        prog="python -m kitchenware.training.demo.generator",
         description=(
             "Draw a SYNTHETIC six-class kitchenware-like image set (cup, glass, plate, spoon, "
             "fork, knife) for tests and the demo model. These are generated drawings, not "

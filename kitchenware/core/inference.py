@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
-from kitchenware.preprocessing import PREPROCESSING_NAME
+from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.core.preprocessing import PREPROCESSING_NAME
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of logs
 

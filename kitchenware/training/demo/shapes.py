@@ -1,4 +1,4 @@
-"""The six SYNTHETIC kitchenware silhouettes drawn by `kitchenware.demo_data`.
+"""The six SYNTHETIC kitchenware silhouettes drawn by `kitchenware.training.demo.generator`.
 
 Each class is a recognisable outline drawn with Pillow (cup: body and handle; glass: a
 see-through tapered outline; plate: an ellipse with a rim; spoon: handle and oval bowl;
@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPE_NAMES = ("cup", "glass", "plate", "spoon", "fork", "knife")
+from kitchenware.core.metadata import KITCHENWARE_CLASSES
+
+SHAPE_NAMES = KITCHENWARE_CLASSES  # one silhouette per Kaggle label, in this order
 _CANVAS = 320  # objects are drawn at this size, then scaled down (cheap anti-aliasing)
 
 RGB = tuple[int, int, int]

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 METADATA_FILENAME = "metadata.json"  # sits next to every model file, in the store and exported
 MODEL_FILENAME = "model.keras"
 SCHEMA_VERSION = 1
+# The six labels of the Kaggle "Kitchenware Classification" competition; a model's own output
+# order is its metadata's class_names, never this tuple.
+KITCHENWARE_CLASSES = ("cup", "glass", "plate", "spoon", "fork", "knife")
 
 
 class ModelMetadata(BaseModel):
@@ -24,7 +27,7 @@ class ModelMetadata(BaseModel):
     class_names: list[str] = Field(min_length=2, description="Class names in output order.")
     image_size: int = Field(ge=8, description="Square input side in pixels.")
     preprocessing: str = Field(
-        description="Name of the preprocessing in kitchenware.preprocessing."
+        description="Name of the preprocessing in kitchenware.core.preprocessing."
     )
     backbone: str
     training_config: dict[str, Any] = Field(default_factory=dict)

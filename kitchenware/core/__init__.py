@@ -1,0 +1,1 @@
+"""What training and serving share: preprocessing, metadata, the model store, inference."""

@@ -1,0 +1,1 @@
+"""The HTTP service around the model: settings, the upload gate, responses, metrics."""

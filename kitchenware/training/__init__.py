@@ -1,0 +1,1 @@
+"""Training: labelled images -> checked, split data -> two-phase fit -> evaluation -> store."""

@@ -1,0 +1,1 @@
+"""SYNTHETIC six-class kitchenware drawings for tests and the demo model (not photos)."""
