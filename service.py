@@ -24,7 +24,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from kitchenware.core.inference import Classifier
+from kitchenware.core.backends import load_backend
 from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection
 from kitchenware.serving.responses import (
     BatchClassification,
@@ -63,7 +63,7 @@ class KitchenwareModel:
 
     def __init__(self) -> None:
         served = locate_model(MODEL_REFERENCE)
-        self.classifier = Classifier.load(served.path)
+        self.classifier = load_backend(served.path, settings.backend)
         self.classifier.warm_up()  # the server turns ready only after this
 
     @bentoml.api(

@@ -26,6 +26,7 @@ class Classifier:
     model: Any
     metadata: ModelMetadata
     _predict: Any = None
+    name: str = "tensorflow"
 
     @classmethod
     def load(cls, directory: Path | str) -> Classifier:
@@ -71,6 +72,15 @@ class Classifier:
         if batch.ndim == 3:
             batch = batch[None]
         return np.asarray(self._predict(batch), dtype=np.float32)
+
+    def runtime_info(self) -> dict[str, str]:
+        import tensorflow as tf
+
+        return {
+            "backend": self.name,
+            "precision": "f32",
+            "intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
+        }
 
     def warm_up(self) -> None:
         """Trace the function and touch every weight once, so the first request is not slow."""

@@ -14,6 +14,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KITCHENWARE_", extra="ignore")
 
     model_tag: str = Field(f"{MODEL_NAME}:latest", description="BentoML model tag to serve.")
+    backend: str = Field(
+        "auto",
+        description="Inference backend (kitchenware.core.backends): auto picks the fastest gated one.",
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest width x height.")
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
