@@ -1,4 +1,4 @@
-"""The inference backends behind one interface: (n, S, S, 3) float32 RGB in [0, 255] -> probabilities.
+"""Inference backends behind one interface: float32 RGB batches in [0, 255] -> probabilities.
 
 The service, the benchmarks and batch scoring all load a model through `load_backend`, so
 they run the same code whichever runtime answers. `tensorflow` is the Keras model through

@@ -16,7 +16,7 @@ class ServiceSettings(BaseSettings):
     model_tag: str = Field(f"{MODEL_NAME}:latest", description="BentoML model tag to serve.")
     backend: str = Field(
         "auto",
-        description="Inference backend (kitchenware.core.backends): auto picks the fastest gated one.",
+        description="Inference backend (kitchenware.core.backends); auto: fastest gated one.",
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Largest width x height.")
