@@ -22,7 +22,7 @@ import pytest
 from kitchenware.training.config import TrainConfig
 from kitchenware.training.demo.generator import generate_demo_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--backbone", "scratch", "--image-size", "32", "--weights", "none"]
 # The shipped demo model's recipe (Makefile demo-model) at 3x its learning rate, stopped
 # at 0.96 validation accuracy: about 26 epochs instead of 41 at the demo model's rate.

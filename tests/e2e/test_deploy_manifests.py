@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_DIR = ROOT / "deploy" / "kubernetes"
 BENTOCLOUD_CONFIG = ROOT / "deploy" / "bentocloud.yaml"
 KUBERNETES_VERSION = "1.33.0"  # a release current clusters run; bump with the manifests

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_SH = ROOT / "deploy" / "container.sh"
 sys.path.insert(0, str(ROOT / "deploy"))
 
