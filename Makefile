@@ -24,16 +24,18 @@ serve: import-demo ## set up everything and serve the shipped demo model on port
 	$(BIN)/bentoml serve service:Kitchenware --port $(PORT)
 
 test: $(STAMP) ## lint, type-check and run every test (container suite: KITCHENWARE_SKIP_CONTAINER=1 skips it)
+	deploy/system-packages.sh  # as root: apt-get the missing ones (same list as .ci/run)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
 test-fast: $(STAMP) ## the quick tests only (no training runs, servers or containers)
 	$(BIN)/python -m pytest tests -m "not slow and not container and not browser"
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -46,6 +46,32 @@ def docker_daemon_answers() -> bool:
     return probe.returncode == 0
 
 
+def podman_works() -> bool:
+    """`podman info` succeeds with the project's configs (installed is not enough)."""
+    if shutil.which("podman") is None:
+        return False
+    try:
+        probe = subprocess.run(
+            ["podman", "info"],
+            env={**os.environ, **podman_env()},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return probe.returncode == 0
+
+
+def no_engine_reason() -> str | None:
+    """Why no container can be built here, or None when docker or podman works."""
+    if docker_daemon_answers() or podman_works():
+        return None
+    docker = "no docker daemon answers" if shutil.which("docker") else "docker is not installed"
+    podman = "podman info fails" if shutil.which("podman") else "podman is not installed"
+    return f"no container engine works: {docker}, {podman} (deploy/system-packages.sh)"
+
+
 def choose_backend() -> str:
     """The backend named in KITCHENWARE_CONTAINER_BACKEND, else docker if it answers, or podman."""
     named = os.environ.get(BACKEND_ENV, "").strip().lower()

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_SH = ROOT / "deploy" / "container.sh"
 sys.path.insert(0, str(ROOT / "deploy"))
 
-from container_engine import WORK_DIR, Engine  # noqa: E402
+from container_engine import WORK_DIR, Engine, no_engine_reason  # noqa: E402
 
 
 def skip_reason() -> str | None:
@@ -29,9 +29,7 @@ def skip_reason() -> str | None:
         return None  # the container is the main use case: CI always proves it
     if os.environ.get("KITCHENWARE_SKIP_CONTAINER") == "1":
         return "KITCHENWARE_SKIP_CONTAINER=1"
-    if shutil.which("podman") is None and shutil.which("docker") is None:
-        return "neither podman nor docker is installed"
-    return None
+    return no_engine_reason()  # e.g. a docker client with no daemon and no podman
 
 
 def container_sh(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
