@@ -34,6 +34,37 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(
         2, ge=1, description="Retry-After seconds sent with a 503 when the queue is full."
     )
+    # The feedback loop (kitchenware/serving/feedback.py, explain.py, predictionlog.py).
+    feedback_url: str = Field(
+        "",
+        description="Feedback store: sqlite:///PATH or postgresql://...; empty: "
+        "$BENTOML_HOME/kitchenware-feedback/feedback.db.",
+    )
+    feedback_images_dir: str = Field(
+        "", description="Where stored photos go (by sha256); empty: beside the SQLite file."
+    )
+    keep_prediction_images: bool = Field(
+        True,
+        description="Keep each classified photo for prediction_retention_hours, so feedback "
+        "by request_id can be exported; false: feedback must send the image.",
+    )
+    prediction_retention_hours: float = Field(
+        24.0, gt=0, description="How long a prediction (and its photo) can receive feedback."
+    )
+    feedback_retention_days: float = Field(
+        0.0, ge=0, description="How long corrections and their photos are kept; 0: forever."
+    )
+    feedback_note_max_chars: int = Field(
+        500, ge=0, description="Longest free-text note sent with a correction."
+    )
+    prediction_log: str = Field(
+        "kitchenware_predictions",
+        description="bentoml.monitor name of the prediction log; empty: off.",
+    )
+    explain_method: str = Field(
+        "auto", description="Heatmap method: gradcam, occlusion, or auto (per backend)."
+    )
+    explain_grid: int = Field(7, ge=2, le=32, description="Occlusion grid (cells per side).")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,161 @@
+"""Request ids: one per HTTP request, in the `X-Request-ID` header, the JSON body and the logs.
+
+`RequestIdMiddleware` (ASGI) keeps a well-formed client `X-Request-ID` or makes a new one,
+puts it in a contextvar (`current_request_id()`) and the ASGI scope, adds the header to the
+response and a `request_id` key to every JSON object response (success or error, including
+answers of middlewares inside it such as the upload gate). `RequestIdLogFilter` appends the
+id to every log line written while the request is handled.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEADER = "X-Request-ID"
+SCOPE_KEY = "kitchenware.request_id"
+BODY_KEY = "request_id"
+# Letters, digits and . _ : - up to 128 characters: safe in headers, logs, file names and SQL.
+WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_REWRITTEN_BODY_BYTES = 64 << 20  # larger JSON answers keep their body; the header still says
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "kitchenware_request_id", default=None
+)
+access_logger = logging.getLogger("kitchenware.requests")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this context, if any."""
+    return _request_id.get()
+
+
+def accepted_request_id(value: str | bytes | None) -> str | None:
+    """A client's X-Request-ID if well-formed, else None (a new one is made)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value is None or not WELL_FORMED.fullmatch(value):
+        return None
+    return value
+
+
+def request_id_of(scope: Scope | None) -> str | None:
+    """The request id the middleware put in an ASGI scope (e.g. from `ctx.request.scope`)."""
+    value = (scope or {}).get(SCOPE_KEY)
+    return value if isinstance(value, str) else current_request_id()
+
+
+def _with_id(body: bytes, request_id: str) -> bytes | None:
+    """The JSON object body with `request_id` added, or None to leave the body alone."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or payload.get(BODY_KEY) == request_id:
+        return None
+    payload[BODY_KEY] = request_id
+    return json.dumps(payload).encode()
+
+
+class RequestIdMiddleware:
+    """ASGI middleware: a request id for every HTTP request, echoed in header and JSON body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        request_id = accepted_request_id(headers.get(HEADER.lower().encode())) or new_request_id()
+        scope[SCOPE_KEY] = request_id
+        token = _request_id.set(request_id)
+        started = time.perf_counter()
+        status: list[int] = []
+        held: list[Message] = []  # the start message of a JSON answer, until its body is known
+        chunks: list[bytes] = []
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    (k, v) for k, v in message["headers"] if k.lower() != HEADER.lower().encode()
+                ] + [(HEADER.lower().encode(), request_id.encode())]
+                content_type = dict(message["headers"]).get(b"content-type", b"")
+                if content_type.startswith(b"application/json"):
+                    held.append(message)
+                    return
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and held:
+                chunks.append(message.get("body", b""))
+                size = sum(len(c) for c in chunks)
+                if message.get("more_body", False) and size <= MAX_REWRITTEN_BODY_BYTES:
+                    return
+                body = b"".join(chunks)
+                rewritten = None if message.get("more_body", False) else _with_id(body, request_id)
+                start = held.pop()
+                chunks.clear()
+                if rewritten is not None:
+                    body = rewritten
+                    start["headers"] = [
+                        (k, v) for k, v in start["headers"] if k.lower() != b"content-length"
+                    ] + [(b"content-length", str(len(body)).encode())]
+                await send(start)
+                await send({**message, "body": body})
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_logger.info(
+                "%s %s %s %.1f ms",
+                scope.get("method", ""),
+                scope.get("path", ""),
+                status[0] if status else "-",
+                (time.perf_counter() - started) * 1000,
+            )
+            _request_id.reset(token)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds `request_id` to records and ` [request_id=...]` to their message in a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id()
+        record.request_id = request_id or "-"
+        if request_id and not getattr(record, "_kitchenware_tagged", False):
+            record.msg = f"{record.msg} [request_id={request_id}]"
+            record._kitchenware_tagged = True
+        return True
+
+
+def install_log_filter(*logger_names: str) -> None:
+    """Tag the handlers of these loggers (default: root, bentoml) with the request id."""
+    log_filter = RequestIdLogFilter()
+    for name in logger_names or ("", "bentoml", "kitchenware"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if not any(isinstance(f, RequestIdLogFilter) for f in handler.filters):
+                handler.addFilter(log_filter)
+        if not any(isinstance(f, RequestIdLogFilter) for f in logger.filters):
+            logger.addFilter(log_filter)
