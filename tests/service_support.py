@@ -265,11 +265,11 @@ def shared_server(request: object, base: Path) -> ServedService:
         server.extra.update(model_dir=model_dir, tag=tag, bentoml_home=home)
         _shared["server"] = server
         request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
-    server = _shared["server"]
-    assert isinstance(server, ServedService)
-    if server.process.poll() is not None:
-        raise RuntimeError(f"shared server died:\n{server.log()}")
-    return server
+    shared = _shared["server"]
+    assert isinstance(shared, ServedService)
+    if shared.process.poll() is not None:
+        raise RuntimeError(f"shared server died:\n{shared.log()}")
+    return shared
 
 
 def cleanup_dir(path: Path) -> None:

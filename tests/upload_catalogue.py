@@ -19,9 +19,12 @@ RED = (220, 30, 30)
 CATALOGUE_LIMITS = {key: int(value) for key, value in SHARED_SERVER_SETTINGS.items()}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Case:
-    """One request: `request` returns keyword arguments for httpx.post(url + route, ...)."""
+    """One request: `request` returns keyword arguments for httpx.post(url + route, ...).
+
+    Keyword-only: positional arguments once put every refusal's `mentions` into `label`.
+    """
 
     id: str
     request: Callable[[], dict[str, Any]]
@@ -118,169 +121,211 @@ def catalogue(limits: dict[str, int] = CATALOGUE_LIMITS) -> list[Case]:
     png = image_bytes(RED)
     jpeg = image_bytes(RED, "JPEG", size=(200, 150))
     batch_limit = limits["max_batch_files"]
+    byte_limit = f"limit of {limits['max_upload_bytes']:,} bytes"
     return [
         # accepted: every format, mode and mislabelled content type
-        Case("jpeg", lambda: _file(jpeg, "a.jpg", "image/jpeg"), 200, label="cup"),
-        Case("png", lambda: _file(png, "a.png"), 200, label="cup"),
         Case(
-            "webp",
-            lambda: _file(image_bytes(RED, "WEBP"), "a.webp", "image/webp"),
-            200,
-            label="cup",
+            id="jpeg", request=lambda: _file(jpeg, "a.jpg", "image/jpeg"), status=200, label="cup"
         ),
-        Case("bmp", lambda: _file(image_bytes(RED, "BMP"), "a.bmp", "image/bmp"), 200, label="cup"),
+        Case(id="png", request=lambda: _file(png, "a.png"), status=200, label="cup"),
         Case(
-            "tiff",
-            lambda: _file(image_bytes(RED, "TIFF"), "a.tiff", "image/tiff"),
-            200,
+            id="webp",
+            request=lambda: _file(image_bytes(RED, "WEBP"), "a.webp", "image/webp"),
+            status=200,
             label="cup",
         ),
         Case(
-            "gif-animated-first-frame",
-            lambda: _file(_animated_gif(), "a.gif", "image/gif"),
-            200,
+            id="bmp",
+            request=lambda: _file(image_bytes(RED, "BMP"), "a.bmp", "image/bmp"),
+            status=200,
             label="cup",
         ),
         Case(
-            "jpeg-exif-rotated",
-            lambda: _file(_exif_rotated_jpeg(), "r.jpg", "image/jpeg"),
-            200,
+            id="tiff",
+            request=lambda: _file(image_bytes(RED, "TIFF"), "a.tiff", "image/tiff"),
+            status=200,
             label="cup",
         ),
-        Case("rgba", lambda: _file(_semi_transparent("RGBA"), "rgba.png"), 200),
-        Case("la", lambda: _file(_semi_transparent("LA"), "la.png"), 200),
-        Case("palette-transparency", lambda: _file(_p_with_transparency(), "p.png"), 200),
-        Case("grayscale", lambda: _file(_encode(_red("L"), "PNG"), "gray.png"), 200),
         Case(
-            "cmyk-jpeg",
-            lambda: _file(_encode(_red("CMYK"), "JPEG"), "cmyk.jpg", "image/jpeg"),
-            200,
+            id="gif-animated-first-frame",
+            request=lambda: _file(_animated_gif(), "a.gif", "image/gif"),
+            status=200,
             label="cup",
         ),
-        Case("16-bit-png", lambda: _file(_sixteen_bit_png(), "deep.png"), 200),
-        Case("content-type-image-jpg", lambda: _file(jpeg, "a.jpg", "image/jpg"), 200, label="cup"),
         Case(
-            "content-type-octet-stream",
-            lambda: _file(png, "a.bin", "application/octet-stream"),
-            200,
+            id="jpeg-exif-rotated",
+            request=lambda: _file(_exif_rotated_jpeg(), "r.jpg", "image/jpeg"),
+            status=200,
             label="cup",
         ),
-        Case("png-labelled-jpeg", lambda: _file(png, "a.jpg", "image/jpeg"), 200, label="cup"),
+        Case(id="rgba", request=lambda: _file(_semi_transparent("RGBA"), "rgba.png"), status=200),
+        Case(id="la", request=lambda: _file(_semi_transparent("LA"), "la.png"), status=200),
+        Case(
+            id="palette-transparency",
+            request=lambda: _file(_p_with_transparency(), "p.png"),
+            status=200,
+        ),
+        Case(
+            id="grayscale", request=lambda: _file(_encode(_red("L"), "PNG"), "gray.png"), status=200
+        ),
+        Case(
+            id="cmyk-jpeg",
+            request=lambda: _file(_encode(_red("CMYK"), "JPEG"), "cmyk.jpg", "image/jpeg"),
+            status=200,
+            label="cup",
+        ),
+        Case(id="16-bit-png", request=lambda: _file(_sixteen_bit_png(), "deep.png"), status=200),
+        Case(
+            id="content-type-image-jpg",
+            request=lambda: _file(jpeg, "a.jpg", "image/jpg"),
+            status=200,
+            label="cup",
+        ),
+        Case(
+            id="content-type-octet-stream",
+            request=lambda: _file(png, "a.bin", "application/octet-stream"),
+            status=200,
+            label="cup",
+        ),
+        Case(
+            id="png-labelled-jpeg",
+            request=lambda: _file(png, "a.jpg", "image/jpeg"),
+            status=200,
+            label="cup",
+        ),
         # refused: unreadable images
         Case(
-            "empty-file",
-            lambda: _file(b"", "empty.jpg", "image/jpeg"),
-            400,
-            "empty",
-            ["empty.jpg", "empty"],
+            id="empty-file",
+            request=lambda: _file(b"", "empty.jpg", "image/jpeg"),
+            status=400,
+            reason="empty",
+            mentions=["empty.jpg", "empty", "0 bytes"],
         ),
         Case(
-            "text",
-            lambda: _file(b"just some words\n", "notes.txt", "text/plain"),
-            400,
-            "not_an_image",
-            ["notes.txt"],
+            id="text",
+            request=lambda: _file(b"just some words\n", "notes.txt", "text/plain"),
+            status=400,
+            reason="not_an_image",
+            mentions=["notes.txt", "supported format", "JPEG"],
         ),
         Case(
-            "html",
-            lambda: _file(b"<!doctype html><html><body>hi</body></html>", "p.html", "text/html"),
-            400,
-            "not_an_image",
-            ["p.html"],
+            id="html",
+            request=lambda: _file(
+                b"<!doctype html><html><body>hi</body></html>", "p.html", "text/html"
+            ),
+            status=400,
+            reason="not_an_image",
+            mentions=["p.html"],
         ),
         Case(
-            "svg",
-            lambda: _file(
+            id="svg",
+            request=lambda: _file(
                 b'<svg xmlns="http://www.w3.org/2000/svg" width="9" '
                 b'height="9"><rect width="9" height="9"/></svg>',
                 "i.svg",
                 "image/svg+xml",
             ),
-            400,
-            "not_an_image",
-            ["i.svg"],
+            status=400,
+            reason="not_an_image",
+            mentions=["i.svg"],
         ),
         Case(
-            "truncated-jpeg",
-            lambda: _file(jpeg[: len(jpeg) // 2], "half.jpg", "image/jpeg"),
-            400,
-            "corrupt",
-            ["half.jpg"],
+            id="truncated-jpeg",
+            request=lambda: _file(jpeg[: len(jpeg) // 2], "half.jpg", "image/jpeg"),
+            status=400,
+            reason="corrupt",
+            mentions=["half.jpg"],
         ),
-        Case("corrupt-png", lambda: _file(_corrupt_png(), "bad.png"), 400, "corrupt", ["bad.png"]),
+        Case(
+            id="corrupt-png",
+            request=lambda: _file(_corrupt_png(), "bad.png"),
+            status=400,
+            reason="corrupt",
+            mentions=["bad.png"],
+        ),
         # refused: the wrong request shape
         Case(
-            "missing-field",
-            lambda: {"files": {"note": (None, b"hello")}},
-            400,
-            "missing_field",
-            ["'image'"],
+            id="missing-field",
+            request=lambda: {"files": {"note": (None, b"hello")}},
+            status=400,
+            reason="missing_field",
+            mentions=["'image'", "'note'"],
         ),
         Case(
-            "misnamed-field",
-            lambda: {"files": {"file": ("a.png", png, "image/png")}},
-            400,
-            "missing_field",
-            ["'image'", "'file'"],
+            id="misnamed-field",
+            request=lambda: {"files": {"file": ("a.png", png, "image/png")}},
+            status=400,
+            reason="missing_field",
+            mentions=["'image'", "'file'"],
         ),
         Case(
-            "two-files-in-image",
-            lambda: {"files": [("image", ("a.png", png)), ("image", ("b.png", png))]},
-            400,
-            "too_many_files",
-            ["'image'", "/classify_batch"],
+            id="two-files-in-image",
+            request=lambda: {"files": [("image", ("a.png", png)), ("image", ("b.png", png))]},
+            status=400,
+            reason="too_many_files",
+            mentions=["'image'", "/classify_batch"],
         ),
         Case(
-            "text-value-in-image",
-            lambda: {"files": {"image": (None, b"http://x/cat.jpg")}},
-            400,
-            "not_a_file",
-            ["'image'"],
+            id="text-value-in-image",
+            request=lambda: {"files": {"image": (None, b"http://x/cat.jpg")}},
+            status=400,
+            reason="not_a_file",
+            mentions=["'image'"],
         ),
         Case(
-            "json-body",
-            lambda: {"json": {"image": "cat.jpg"}},
-            400,
-            "not_multipart",
-            ["multipart/form-data", "application/json"],
+            id="json-body",
+            request=lambda: {"json": {"image": "cat.jpg"}},
+            status=400,
+            reason="not_multipart",
+            mentions=["multipart/form-data", "application/json"],
         ),
-        Case("no-body", lambda: {}, 400, "not_multipart", ["multipart/form-data"]),
+        Case(
+            id="no-body",
+            request=lambda: {},
+            status=400,
+            reason="not_multipart",
+            mentions=["multipart/form-data"],
+        ),
         # refused: over a limit
         Case(
-            "over-byte-limit",
-            lambda: _file(b"\0" * (limits["max_upload_bytes"] + 1), "big.png"),
-            413,
-            "too_large",
-            ["limit"],
+            id="over-byte-limit",
+            request=lambda: _file(b"\0" * (limits["max_upload_bytes"] + 1), "big.png"),
+            status=413,
+            reason="too_large",
+            mentions=[byte_limit, "KITCHENWARE_MAX_UPLOAD_BYTES"],
         ),
         Case(
-            "over-byte-limit-chunked",
-            lambda: _chunked_over_limit(limits["max_upload_bytes"]),
-            413,
-            "too_large",
-            ["limit"],
+            id="over-byte-limit-chunked",
+            request=lambda: _chunked_over_limit(limits["max_upload_bytes"]),
+            status=413,
+            reason="too_large",
+            mentions=[byte_limit, "KITCHENWARE_MAX_UPLOAD_BYTES"],
         ),
         Case(
-            "over-pixel-limit",
-            lambda: _file(_over_pixel_limit(limits["max_image_pixels"]), "bomb.png"),
-            413,
-            "too_many_pixels",
-            ["bomb.png", "pixels"],
+            id="over-pixel-limit",
+            request=lambda: _file(_over_pixel_limit(limits["max_image_pixels"]), "bomb.png"),
+            status=413,
+            reason="too_many_pixels",
+            mentions=["bomb.png", f"limit of {limits['max_image_pixels']:,} pixels"],
         ),
         Case(
-            "too-many-files-in-batch",
-            lambda: {"files": [("images", (f"{i}.png", png)) for i in range(batch_limit + 1)]},
-            413,
-            "too_many_files",
-            [str(batch_limit)],
+            id="too-many-files-in-batch",
+            request=lambda: {
+                "files": [("images", (f"{i}.png", png)) for i in range(batch_limit + 1)]
+            },
+            status=413,
+            reason="too_many_files",
+            mentions=["'images'", f"limit of {batch_limit}", "KITCHENWARE_MAX_BATCH_FILES"],
             route="/classify_batch",
         ),
         Case(
-            "batch-with-a-bad-image",
-            lambda: {"files": [("images", ("ok.png", png)), ("images", ("bad.txt", b"no"))]},
-            400,
-            "not_an_image",
-            ["images[1]", "bad.txt"],
+            id="batch-with-a-bad-image",
+            request=lambda: {
+                "files": [("images", ("ok.png", png)), ("images", ("bad.txt", b"no"))]
+            },
+            status=400,
+            reason="not_an_image",
+            mentions=["images[1]", "bad.txt"],
             route="/classify_batch",
         ),
     ]

@@ -13,10 +13,14 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
 from service_support import CLASS_COLOURS, CLASS_NAMES, build_colour_model, image_bytes
+
+if TYPE_CHECKING:
+    import bentoml
 
 # BentoML's /metrics reads Prometheus's multiprocess directory; `bentoml serve` sets it, here
 # it must be set before prometheus_client is first imported (by `import service`).
@@ -41,7 +45,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         import_model_dir(build_colour_model(base / "model"))
         import service
 
-        with TestClient(service.Kitchenware.to_asgi()) as test_client:
+        app = cast("bentoml.Service[service.Kitchenware]", service.Kitchenware).to_asgi()
+        with TestClient(app) as test_client:
             yield test_client
     finally:
         BentoMLContainer.model_store.reset()
@@ -127,7 +132,7 @@ def test_swagger_ui_health_and_metrics_endpoints(client: TestClient) -> None:
 def test_client_mistakes_get_json_errors(
     client: TestClient, files: object, status: int, reason: str
 ) -> None:
-    response = client.post("/classify", files=files)  # type: ignore[arg-type]
+    response = client.post("/classify", files=files)
     assert response.status_code == status
     assert response.json()["reason"] == reason
     assert response.json()["error"]
