@@ -34,6 +34,8 @@ class ModelMetadata(BaseModel):
     dataset_fingerprint: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
     framework_versions: dict[str, str] = Field(default_factory=dict)
+    # Where a model not trained here comes from (package, version, hashes, licence).
+    provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
     @property
