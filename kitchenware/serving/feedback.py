@@ -1,0 +1,468 @@
+"""The feedback store: recent predictions, the corrections users send, and their photos.
+
+One code path (SQLAlchemy Core) for both databases:
+- SQLite in WAL mode (the default, a file under the BentoML home) with synchronous=FULL,
+  so a correction is acknowledged only after its transaction is on disk;
+- PostgreSQL by URL (`postgresql://user@host/db`, driven by psycopg 3) when several
+  replicas share one store.
+
+Photos are stored by content (`images/<sha[:2]>/<sha>.<ext>`), written to a temp file,
+fsynced and renamed into place, so a photo sent twice is stored once and a crash never
+leaves half a file. Predictions (and the photos only they use) are kept for
+`prediction_retention_hours`; corrections for `feedback_retention_days` (0: forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from kitchenware.core.preprocessing import ImageDecodeError, open_image
+from kitchenware.serving.predictionlog import PredictionRecord, image_facts
+
+logger = logging.getLogger("kitchenware.feedback")
+
+FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+FORMAT_EXTENSIONS |= {"TIFF": "tif", "GIF": "gif"}
+PURGE_INTERVAL_S = 3600.0
+DEFAULT_DIRNAME = "kitchenware-feedback"
+
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("image_sha256", sa.String(64), nullable=False),
+    sa.Column("image_ext", sa.String(8), nullable=False),
+    sa.Column("image_kept", sa.Boolean, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("probabilities", sa.Text, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("backend", sa.String(64), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+)
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    # One correction per prediction, and one per (photo, label) for photos sent directly.
+    sa.Column("dedup_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("position", sa.Integer),
+    sa.Column("image_sha256", sa.String(64), nullable=False),
+    sa.Column("image_ext", sa.String(8), nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("predicted_label", sa.String(64)),
+    sa.Column("note", sa.Text),
+    sa.Column("model", sa.String(200)),
+)
+
+
+class FeedbackError(Exception):
+    """A correction the store refuses; the status and sentence go to the client."""
+
+    def __init__(self, status_code: int, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "reason": self.reason, **self.details}
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    id: int
+    created_at: float
+    request_id: str | None
+    position: int | None
+    image_sha256: str
+    image_ext: str
+    label: str
+    predicted_label: str | None
+    note: str | None
+    model: str | None
+
+
+def default_url() -> str:
+    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml").expanduser()
+    return f"sqlite:///{home / DEFAULT_DIRNAME / 'feedback.db'}"
+
+
+def engine_url(url: str) -> sa.URL:
+    """`postgresql://` and `postgres://` use psycopg 3; SQLite paths get their folder made."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"Feedback store URL {url!r}: use sqlite:///PATH or postgresql://...")
+    return parsed
+
+
+def redacted(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: sa.URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).expanduser()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # the commit is on disk before we answer
+    cursor.execute("PRAGMA busy_timeout=30000")  # writers queue instead of failing
+    cursor.close()
+
+
+def atomic_write(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` via temp file + fsync + rename; False if it already exists."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
+    return True
+
+
+def validate_label(label: str | None, class_names: list[str]) -> str:
+    label = (label or "").strip()
+    if label not in class_names:
+        got = f"'{label}'" if label else "no label"
+        raise FeedbackError(
+            400,
+            "unknown_label",
+            f"Got {got}; the label must be one of the model's classes: {', '.join(class_names)}.",
+            classes=class_names,
+        )
+    return label
+
+
+def validate_note(note: str | None, max_chars: int) -> str | None:
+    note = (note or "").strip() or None
+    if note is not None and len(note) > max_chars:
+        raise FeedbackError(
+            400,
+            "note_too_long",
+            f"The note has {len(note):,} characters, over the limit of {max_chars:,} "
+            "(KITCHENWARE_FEEDBACK_NOTE_MAX_CHARS).",
+            limit=max_chars,
+        )
+    return note
+
+
+class FeedbackStore:
+    """Predictions, corrections and photos in one database plus one image folder."""
+
+    def __init__(
+        self,
+        url: str = "",
+        images_dir: Path | str | None = None,
+        *,
+        keep_prediction_images: bool = True,
+        prediction_retention_s: float = 24 * 3600.0,
+        feedback_retention_s: float = 0.0,
+    ) -> None:
+        self.url = url or default_url()
+        parsed = engine_url(self.url)
+        db_file = sqlite_path(parsed)
+        if db_file is not None:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+        if images_dir:
+            self.images_dir = Path(images_dir).expanduser()
+        elif db_file is not None:
+            self.images_dir = db_file.parent / "images"
+        else:
+            raise ValueError(
+                "A PostgreSQL feedback store needs KITCHENWARE_FEEDBACK_IMAGES_DIR (a folder "
+                "every replica shares) for the photos."
+            )
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.keep_prediction_images = keep_prediction_images
+        self.prediction_retention_s = prediction_retention_s
+        self.feedback_retention_s = feedback_retention_s
+        self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+        self._last_purge = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FeedbackStore:
+        return cls(
+            settings.feedback_url,
+            settings.feedback_images_dir or None,
+            keep_prediction_images=settings.keep_prediction_images,
+            prediction_retention_s=settings.prediction_retention_hours * 3600.0,
+            feedback_retention_s=settings.feedback_retention_days * 86400.0,
+        )
+
+    def describe(self) -> str:
+        return f"{redacted(self.url)} (photos in {self.images_dir})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- photos -------------------------------------------------------------------------
+
+    def image_path(self, sha256: str, ext: str) -> Path:
+        return self.images_dir / sha256[:2] / f"{sha256}.{ext}"
+
+    def store_image(
+        self, data: bytes, name: str = "image", max_pixels: int | None = None
+    ) -> tuple[str, str]:
+        """Check the bytes are an image, store them once; returns (sha256, extension)."""
+        try:
+            image = open_image(data, name=name, max_pixels=max_pixels)
+        except ImageDecodeError as exc:
+            raise FeedbackError(exc.status_code, exc.reason, str(exc)) from exc
+        sha256, _, _, _ = image_facts(data)
+        ext = FORMAT_EXTENSIONS.get(str(image.format), "img")
+        atomic_write(self.image_path(sha256, ext), data)
+        return sha256, ext
+
+    # -- predictions --------------------------------------------------------------------
+
+    def record_predictions(self, records: list[PredictionRecord], images: list[bytes]) -> None:
+        """Keep these predictions (and, by setting, their photos) for later feedback."""
+        rows = []
+        for record, data in zip(records, images, strict=True):
+            ext = FORMAT_EXTENSIONS.get(record.image_format, "img")
+            kept = self.keep_prediction_images and bool(record.image_format)
+            if kept:
+                atomic_write(self.image_path(record.image_sha256, ext), data)
+            rows.append(
+                {
+                    "request_id": record.request_id,
+                    "position": record.position,
+                    "created_at": record.created_at,
+                    "image_sha256": record.image_sha256,
+                    "image_ext": ext,
+                    "image_kept": kept,
+                    "width": record.width,
+                    "height": record.height,
+                    "label": record.label,
+                    "probabilities": json.dumps(record.probabilities),
+                    "model": record.model,
+                    "backend": record.backend,
+                    "latency_ms": record.latency_ms,
+                }
+            )
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(predictions.insert(), rows)
+        self.maybe_purge()
+
+    def prediction(self, request_id: str, position: int = 0) -> sa.Row[Any] | None:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(predictions).where(
+                    predictions.c.request_id == request_id, predictions.c.position == position
+                )
+            ).first()
+
+    # -- corrections --------------------------------------------------------------------
+
+    def add_feedback(
+        self,
+        label: str,
+        *,
+        request_id: str | None = None,
+        position: int = 0,
+        image: bytes | None = None,
+        note: str | None = None,
+        max_pixels: int | None = None,
+        now: float | None = None,
+    ) -> FeedbackRecord:
+        """Store one correction; returns it once committed. Raises FeedbackError (4xx).
+
+        The caller validates label and note first (validate_label, validate_note)."""
+        now = time.time() if now is None else now
+        predicted = model = None
+        row: sa.Row[Any] | None = None
+        if request_id is not None:
+            row = self.prediction(request_id, position)
+            where = f"request_id '{request_id}'" + (f" (position {position})" if position else "")
+            if row is None:
+                raise FeedbackError(
+                    404,
+                    "unknown_request_id",
+                    f"No prediction with {where}: it is unknown or older than the "
+                    "retention (KITCHENWARE_PREDICTION_RETENTION_HOURS); send the image "
+                    "with the correction instead.",
+                )
+            if now - row.created_at > self.prediction_retention_s:
+                raise FeedbackError(
+                    404,
+                    "expired_request_id",
+                    f"The prediction with {where} is older than the retention of "
+                    f"{self.prediction_retention_s / 3600:g} h "
+                    "(KITCHENWARE_PREDICTION_RETENTION_HOURS); send the image instead.",
+                )
+            predicted, model = row.label, row.model
+            if image is None and not row.image_kept:
+                raise FeedbackError(
+                    400,
+                    "image_not_kept",
+                    f"The photo of {where} was not kept (KITCHENWARE_KEEP_PREDICTION_IMAGES="
+                    "false): send the image with the correction.",
+                )
+        elif image is None:
+            raise FeedbackError(
+                400,
+                "missing_subject",
+                "Say what is being corrected: send request_id (from a /classify answer) "
+                "or the image itself.",
+            )
+        if image is not None:
+            sha256, ext = self.store_image(image, max_pixels=max_pixels)
+        else:
+            assert row is not None
+            sha256, ext = row.image_sha256, row.image_ext
+            if not self.image_path(sha256, ext).is_file():
+                raise FeedbackError(
+                    404, "image_gone", f"The photo of request_id '{request_id}' is gone."
+                )
+        key = (
+            f"prediction:{request_id}:{position}"
+            if request_id is not None
+            else f"image:{sha256}:{label}"
+        )
+        values: dict[str, Any] = {
+            "created_at": now,
+            "dedup_key": key,
+            "request_id": request_id,
+            "position": position if request_id is not None else None,
+            "image_sha256": sha256,
+            "image_ext": ext,
+            "label": label,
+            "predicted_label": predicted,
+            "note": note,
+            "model": model,
+        }
+        try:
+            with self.engine.begin() as connection:
+                new_id: int = connection.execute(
+                    feedback.insert().values(**values).returning(feedback.c.id)
+                ).scalar_one()
+        except IntegrityError as exc:
+            existing = self._feedback_by_key(key)
+            what = (
+                f"request_id '{request_id}'" if request_id is not None else "this image and label"
+            )
+            stored = f"feedback id {existing.id}, label '{existing.label}'" if existing else "?"
+            raise FeedbackError(
+                409,
+                "duplicate_feedback",
+                f"A correction for {what} is already stored ({stored}).",
+                feedback_id=existing.id if existing else None,
+            ) from exc
+        return FeedbackRecord(
+            id=int(new_id), **{k: v for k, v in values.items() if k != "dedup_key"}
+        )
+
+    def _feedback_by_key(self, key: str) -> FeedbackRecord | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(feedback).where(feedback.c.dedup_key == key)).first()
+        return _record(row) if row is not None else None
+
+    def feedback_records(self) -> list[FeedbackRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(feedback).order_by(feedback.c.id)).all()
+        return [_record(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {
+                table.name: int(
+                    connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                )
+                for table in (predictions, feedback)
+            }
+
+    # -- retention ----------------------------------------------------------------------
+
+    def maybe_purge(self) -> None:
+        if time.monotonic() - self._last_purge >= PURGE_INTERVAL_S:
+            self._last_purge = time.monotonic()
+            try:
+                self.purge()
+            except Exception:  # retention is housekeeping; never fail a request on it
+                logger.exception("feedback store: purge failed")
+
+    def purge(self, now: float | None = None) -> dict[str, int]:
+        """Drop expired predictions and corrections, then photos nothing refers to."""
+        now = time.time() if now is None else now
+        removed = {"predictions": 0, "feedback": 0, "images": 0}
+        with self.engine.begin() as connection:
+            removed["predictions"] = connection.execute(
+                predictions.delete().where(
+                    predictions.c.created_at < now - self.prediction_retention_s
+                )
+            ).rowcount
+            if self.feedback_retention_s > 0:
+                removed["feedback"] = connection.execute(
+                    feedback.delete().where(feedback.c.created_at < now - self.feedback_retention_s)
+                ).rowcount
+        with self.engine.connect() as connection:
+            used: set[str] = set(
+                connection.execute(sa.select(predictions.c.image_sha256)).scalars()
+            )
+            used |= set(connection.execute(sa.select(feedback.c.image_sha256)).scalars())
+        for path in self.images_dir.glob("*/*.*"):
+            if path.name.startswith("."):
+                continue
+            if path.stem not in used and now - path.stat().st_mtime > 60:  # not one in flight
+                path.unlink(missing_ok=True)
+                removed["images"] += 1
+        if any(removed.values()):
+            logger.info("feedback store: purged %s", removed)
+        return removed
+
+
+def _record(row: sa.Row[Any]) -> FeedbackRecord:
+    data = row._asdict()
+    data.pop("dedup_key", None)
+    return FeedbackRecord(**data)
+
+
+@contextlib.contextmanager
+def open_store(url: str, images_dir: Path | str | None = None) -> Iterator[FeedbackStore]:
+    store = FeedbackStore(url, images_dir)
+    try:
+        yield store
+    finally:
+        store.close()

@@ -1,0 +1,107 @@
+"""The prediction log: one record per classified image, through `bentoml.monitor`.
+
+BentoML's default monitor exporter writes rotating JSON lines under
+`monitoring/<name>/data/`; its `otlp` type sends the same records to an OpenTelemetry
+collector (see the README). Each record carries the request id, so corrections sent to
+/feedback join the predictions they correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kitchenware.core.preprocessing import ImageDecodeError, open_image
+
+logger = logging.getLogger("kitchenware.predictions")
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """What is known about one prediction; also the row /feedback looks up by request id."""
+
+    request_id: str
+    position: int  # index in a /classify_batch request, 0 for /classify
+    created_at: float  # unix time
+    image_sha256: str
+    image_format: str  # Pillow's name: JPEG, PNG, ...
+    width: int
+    height: int
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    model: str
+    backend: str
+    latency_ms: float
+
+    def as_log(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def image_facts(data: bytes) -> tuple[str, str, int, int]:
+    """(sha256, format, width, height) of image bytes, from the header only."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = open_image(data, max_pixels=None)
+    except ImageDecodeError:
+        return sha256, "", 0, 0
+    return sha256, str(image.format or ""), int(image.width), int(image.height)
+
+
+def prediction_record(
+    request_id: str,
+    position: int,
+    data: bytes,
+    probabilities: dict[str, float],
+    model: str,
+    backend: str,
+    latency_ms: float,
+    created_at: float | None = None,
+) -> PredictionRecord:
+    sha256, fmt, width, height = image_facts(data)
+    label = max(probabilities, key=lambda name: probabilities[name])
+    return PredictionRecord(
+        request_id=request_id,
+        position=position,
+        created_at=time.time() if created_at is None else created_at,
+        image_sha256=sha256,
+        image_format=fmt,
+        width=width,
+        height=height,
+        label=label,
+        confidence=float(probabilities[label]),
+        probabilities={k: float(v) for k, v in probabilities.items()},
+        model=model,
+        backend=backend,
+        latency_ms=round(latency_ms, 3),
+    )
+
+
+def log_predictions(name: str, records: list[PredictionRecord]) -> None:
+    """One bentoml.monitor record per prediction; `name` empty turns the log off."""
+    if not name or not records:
+        return
+    import bentoml
+
+    for record in records:
+        try:
+            with bentoml.monitor(name) as monitor:
+                # BentoML reserves the column "request_id" for its trace span id; ours (the
+                # X-Request-ID that /feedback takes) is "kitchenware_request_id".
+                monitor.log(record.request_id, "kitchenware_request_id", "request_id", "text")
+                monitor.log(record.position, "position", "feature", "numerical")
+                monitor.log(record.image_sha256, "image_sha256", "feature", "text")
+                monitor.log(record.width, "width", "feature", "numerical")
+                monitor.log(record.height, "height", "feature", "numerical")
+                monitor.log(record.label, "label", "prediction", "categorical")
+                monitor.log(record.confidence, "confidence", "prediction", "numerical")
+                monitor.log(json.dumps(record.probabilities), "probabilities", "prediction", "text")
+                monitor.log(record.model, "model", "feature", "categorical")
+                monitor.log(record.backend, "backend", "feature", "categorical")
+                monitor.log(record.latency_ms, "latency_ms", "feature", "numerical")
+        except Exception:  # the log must never fail a prediction
+            logger.exception("prediction log %s: could not write a record", name)
