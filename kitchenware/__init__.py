@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-MODEL_NAME = "kitchenware"  # name of the model in the BentoML store
+MODEL_NAME = "kitchenware"  # the synthetic demo model (saved_model/) in the BentoML store
+# The published kitchenware Xception (kitchenware.core.pretrained): the default served model.
+PRETRAINED_MODEL_NAME = "kitchenware-xception"

@@ -40,6 +40,7 @@ CLASS_COLOURS = {
     "fork": (0, 1, 1),
     "knife": (1, 0, 1),
 }
+DEMO_MODEL_TAG = "kitchenware:latest"  # the demo model's store name; the colour model's too
 TEST_IMAGE_SIZE = 64
 PROBE_TIMEOUT_S = 8.0  # a readiness probe slower than this counts as hung
 # Small limits so the limit cases of the upload catalogue stay cheap to send.
@@ -207,8 +208,15 @@ def serve(
         stop(process)
 
 
-def store_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
-    """Environment for a subprocess that uses the store in `bentoml_home`."""
+def store_env(
+    bentoml_home: Path, *, default_model: bool = False, **settings: str
+) -> dict[str, str]:
+    """Environment for a subprocess that uses the store in `bentoml_home`.
+
+    It serves the demo-named model (`kitchenware:latest`, what these helpers import) unless
+    `model_tag` is given, or `default_model=True` leaves the service's own default (the
+    published Xception) in charge.
+    """
     env = {
         k: v
         for k, v in os.environ.items()
@@ -221,6 +229,8 @@ def store_env(bentoml_home: Path, **settings: str) -> dict[str, str]:
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
     )
+    if not default_model:
+        settings = {"model_tag": DEMO_MODEL_TAG, **settings}
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
     return env
 

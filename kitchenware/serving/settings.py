@@ -7,13 +7,16 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kitchenware import MODEL_NAME
+from kitchenware import PRETRAINED_MODEL_NAME
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KITCHENWARE_", extra="ignore")
 
-    model_tag: str = Field(f"{MODEL_NAME}:latest", description="BentoML model tag to serve.")
+    # The published Xception (`make serve` imports it); `kitchenware:latest` is the demo.
+    model_tag: str = Field(
+        f"{PRETRAINED_MODEL_NAME}:latest", description="BentoML model tag to serve."
+    )
     backend: str = Field(
         "auto",
         description="Inference backend (kitchenware.core.backends); auto: fastest gated one.",

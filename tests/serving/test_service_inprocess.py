@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
-from service_support import CLASS_COLOURS, CLASS_NAMES, build_colour_model, image_bytes
+from service_support import (
+    CLASS_COLOURS,
+    CLASS_NAMES,
+    DEMO_MODEL_TAG,
+    build_colour_model,
+    image_bytes,
+)
 
 if TYPE_CHECKING:
     import bentoml
@@ -25,6 +31,8 @@ if TYPE_CHECKING:
 # BentoML's /metrics reads Prometheus's multiprocess directory; `bentoml serve` sets it, here
 # it must be set before prometheus_client is first imported (by `import service`).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kitchenware-prom-"))
+# The colour model is imported under the demo model's name, not the default real model's.
+os.environ.setdefault("KITCHENWARE_MODEL_TAG", DEMO_MODEL_TAG)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette suggests `httpx2`; httpx works fine here

@@ -9,6 +9,7 @@ and the saved file, loaded back through `Classifier`, must reproduce the wrapper
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import warnings
@@ -52,6 +53,11 @@ IMAGENET_XCEPTION_PARAMS = 20_861_480  # keras.applications.Xception(include_top
 BASE_LAYER = "xception"
 
 ExtraArtifacts = Callable[[Path], dict[str, Any]]
+
+
+def say(message: str) -> None:
+    """Progress on stderr, so stdout keeps only results (tags, paths)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def load_package_model(wheel: Path, work_dir: Path) -> Any:
@@ -205,7 +211,7 @@ def _metadata(wheel: Path, photos: RealPhotos, measured: dict[str, Any]) -> Mode
 
 
 def build_model_dir(
-    wheel: Path, work_dir: Path, log: Callable[[str], None] = print
+    wheel: Path, work_dir: Path, log: Callable[[str], None] = say
 ) -> tuple[Path, dict[str, Any]]:
     """Convert and verify the package's model into `work_dir/model` (model.keras + metadata)."""
     from kitchenware.core.inference import Classifier
@@ -304,7 +310,7 @@ def import_pretrained(
     refresh: bool = False,
     name: str = STORE_NAME,
     extra_artifacts: ExtraArtifacts | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = say,
 ) -> ImportResult:
     """Import the published model into the BentoML store once (idempotent by source hash).
 

