@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kitchenware import PRETRAINED_MODEL_NAME
 
@@ -68,6 +69,25 @@ class ServiceSettings(BaseSettings):
         "auto", description="Heatmap method: gradcam, occlusion, or auto (per backend)."
     )
     explain_grid: int = Field(7, ge=2, le=32, description="Occlusion grid (cells per side).")
+
+    # Security (kitchenware/serving/auth.py, cors.py): both off unless set.
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer keys; empty: no key needed (logged loudly).",
+    )
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed cross-origin (or *); empty: CORS off.",
+    )
+
+    @field_validator("api_keys", "cors_allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return (
+            [item.strip() for item in value.split(",") if item.strip()]
+            if isinstance(value, str)
+            else value
+        )
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,10 @@ silently keeps only the first of two files in a single-file field, and downloads
 given as a text value in a file field. This gate enforces the service contract first:
 a body over the byte limit is refused while streaming (413, never read whole), a
 non-multipart body, a missing, misnamed, duplicated or non-file field gets a 400 that
-names the field, too many files gets a 413. Accepted bodies are replayed unchanged.
+names the field, too many files gets a 413. Accepted bodies are replayed with every
+file part renamed to `upload`: BentoML writes each file to a temp file whose suffix is the
+client's file name (a 300-character name answered 500), so no client-chosen name reaches
+the filesystem; the original names stay in the scope for messages and responses.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ class _Part:
 
 @dataclass
 class _PartCollector:
-    """python-multipart callbacks that record each part's name, filename and size."""
+    """python-multipart callbacks that record each part's name, filename and size, and
+    write the body again to `out` with the server's own file name in every file part."""
 
+    boundary: bytes
+    out: BinaryIO
     parts: list[_Part] = field(default_factory=list)
     finished: bool = False
     _header_field: bytearray = field(default_factory=bytearray)
@@ -80,30 +86,56 @@ class _PartCollector:
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
-            "on_part_begin": lambda: self.parts.append(_Part()),
+            "on_part_begin": self._part_begin,
             "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
             "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
             "on_header_end": self._header_end,
+            "on_headers_finished": self._line_end,
             "on_part_data": self._part_data,
+            "on_part_end": self._line_end,
             "on_end": self._end,
         }
 
+    def _line_end(self) -> None:
+        self.out.write(b"\r\n")
+
+    def _part_begin(self) -> None:
+        self.parts.append(_Part())
+        self.out.write(b"--" + self.boundary + b"\r\n")
+
     def _header_end(self) -> None:
-        if bytes(self._header_field).lower() == b"content-disposition":
-            _, options = parse_options_header(bytes(self._header_value))
+        name, value = bytes(self._header_field), bytes(self._header_value)
+        if name.lower() == b"content-disposition":
+            _, options = parse_options_header(value)
             part = self.parts[-1]
             if b"name" in options:
                 part.name = options[b"name"].decode("utf-8", "replace")
             if b"filename" in options:
                 part.filename = options[b"filename"].decode("utf-8", "replace")
+            value = _safe_disposition(options)
+        self.out.write(name + b": " + value + b"\r\n")
         self._header_field.clear()
         self._header_value.clear()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self.parts[-1].size += end - start
+        self.out.write(data[start:end])
 
     def _end(self) -> None:
+        self.out.write(b"--" + self.boundary + b"--\r\n")
         self.finished = True
+
+
+SERVER_FILENAME = b"upload"  # the only file name BentoML ever sees
+
+
+def _safe_disposition(options: dict[bytes, bytes]) -> bytes:
+    """form-data with the part's name (escaped) and, for a file, the server's file name."""
+    name = options.get(b"name", b"").replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    value = b'form-data; name="' + name + b'"'
+    if b"filename" in options:
+        value += b'; filename="' + SERVER_FILENAME + b'"'
+    return value
 
 
 def _limit_text(limit: int) -> str:
@@ -238,11 +270,11 @@ class UploadGate:
             raise self._too_large(int(declared))  # refused before the body is read at all
         boundary = check_content_type(headers, rule.name)
 
-        collector = _PartCollector()
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         # Closed by the caller after the replay, or below on rejection.
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
         body = cast(BinaryIO, spool)
+        collector = _PartCollector(boundary, body)
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         received = 0
         try:
             while True:
@@ -253,7 +285,6 @@ class UploadGate:
                 received += len(chunk)
                 if received > self.max_upload_bytes:
                     raise self._too_large(None)
-                body.write(chunk)
                 try:
                     parser.write(chunk)
                 except MultipartParseError as exc:
@@ -273,6 +304,11 @@ class UploadGate:
         except BaseException:
             body.close()
             raise
+        length = str(body.tell()).encode()
+        scope["headers"] = [
+            *((k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"),
+            (b"content-length", length),
+        ]
         body.seek(0)
         return body
 

@@ -1,0 +1,168 @@
+"""Repeated bursts of many concurrent clients: every request ends in an HTTP answer or a
+named transport error (a dropped connection), counted per burst. Loopback only, bounded.
+
+    python bench/burst.py --url http://127.0.0.1:3000 --clients 96 --duration 30 --bursts 3
+
+Each client loops for `duration` seconds: upload one real photo to /classify, wait for
+the answer, and on 429/503 honour Retry-After (capped) before the next try. `--fresh`
+opens a new connection per request (like `ab` without -k) instead of keep-alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import check_loopback
+from photos import real_photos
+
+DROPPED = ("ReadError", "RemoteProtocolError", "ConnectError", "WriteError", "ReadTimeout")
+RETRY_AFTER_CAP_S = 1.0  # clients back off, but a burst must stay a burst
+
+
+@dataclass
+class BurstResult:
+    clients: int
+    duration_s: float
+    sent: int
+    outcomes: dict[str, int]  # HTTP status or transport exception name -> count
+    dropped: int  # requests that got no HTTP answer at all
+    server_errors: int  # 5xx other than 503
+    busy_without_retry_after: int
+    bad_busy_bodies: int  # a 429/503 whose JSON does not say to retry
+    examples: dict[str, str] = field(default_factory=dict)  # first message per error kind
+    latency_p50_ms: float = 0.0
+    latency_max_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _busy_body_ok(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "retry" in str(body.get("error", "")).lower()
+
+
+async def burst(
+    url: str,
+    *,
+    clients: int,
+    duration_s: float,
+    photos: list[bytes],
+    fresh: bool = False,
+    timeout_s: float = 60.0,
+    path: str = "/classify",
+) -> BurstResult:
+    """One burst: `clients` closed-loop clients for `duration_s`, then wait for stragglers."""
+    check_loopback(url)
+    outcomes: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    latencies: list[float] = []
+    busy_no_header = bad_bodies = 0
+    counter = itertools.count()
+    deadline = time.monotonic() + duration_s
+    limits = httpx.Limits(
+        max_connections=clients, max_keepalive_connections=0 if fresh else clients
+    )
+    timeout = httpx.Timeout(timeout_s, connect=10.0)
+
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+
+        async def one_client() -> None:
+            nonlocal busy_no_header, bad_bodies
+            while time.monotonic() < deadline:
+                index = next(counter)
+                data = photos[index % len(photos)]
+                files = {"image": (f"photo-{index}.jpg", data, "image/jpeg")}
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url + path, files=files)
+                except httpx.HTTPError as exc:
+                    kind = type(exc).__name__
+                    outcomes[kind] += 1
+                    examples.setdefault(kind, repr(exc)[:200])
+                    continue
+                outcomes[str(response.status_code)] += 1
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                elif response.status_code in (429, 503):
+                    if not _busy_body_ok(response):
+                        bad_bodies += 1
+                        examples.setdefault(str(response.status_code), response.text[:200])
+                    retry_after = response.headers.get("retry-after")
+                    if retry_after is None:
+                        busy_no_header += 1
+                    else:
+                        await asyncio.sleep(min(float(retry_after), RETRY_AFTER_CAP_S))
+                else:
+                    examples.setdefault(str(response.status_code), response.text[:200])
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.monotonic() - started
+
+    dropped = sum(count for kind, count in outcomes.items() if not kind.isdigit())
+    server_errors = sum(
+        count for kind, count in outcomes.items() if kind.isdigit() and kind.startswith("5")
+    ) - outcomes.get("503", 0)
+    latencies.sort()
+    return BurstResult(
+        clients=clients,
+        duration_s=round(elapsed, 1),
+        sent=sum(outcomes.values()),
+        outcomes=dict(sorted(outcomes.items())),
+        dropped=dropped,
+        server_errors=server_errors,
+        busy_without_retry_after=busy_no_header,
+        bad_busy_bodies=bad_bodies,
+        examples=examples,
+        latency_p50_ms=round(1000 * latencies[len(latencies) // 2], 1) if latencies else 0.0,
+        latency_max_ms=round(1000 * latencies[-1], 1) if latencies else 0.0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="service root, e.g. http://127.0.0.1:3000")
+    parser.add_argument("--clients", type=int, default=96)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per burst")
+    parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between bursts")
+    parser.add_argument("--fresh", action="store_true", help="a new connection per request")
+    parser.add_argument("--path", default="/classify")
+    args = parser.parse_args(argv)
+    photos = list(real_photos().values())
+    failed = False
+    for number in range(1, args.bursts + 1):
+        result = asyncio.run(
+            burst(
+                args.url.rstrip("/"),
+                clients=args.clients,
+                duration_s=args.duration,
+                photos=photos,
+                fresh=args.fresh,
+                path=args.path,
+            )
+        )
+        print(json.dumps({"burst": number, **result.as_dict()}), flush=True)
+        failed |= bool(result.dropped or result.server_errors or result.bad_busy_bodies)
+        time.sleep(args.pause)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
