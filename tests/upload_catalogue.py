@@ -83,7 +83,10 @@ def _corrupt_png() -> bytes:
     return bytes(data)
 
 
-def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str) -> bytes:
+def multipart_body(
+    parts: list[tuple[str, str | None, bytes]], boundary: str = "catalogueboundary"
+) -> bytes:
+    """A multipart/form-data body: (field name, filename or None for a text value, bytes)."""
     chunks = []
     for name, filename, payload in parts:
         disposition = f'form-data; name="{name}"'
@@ -100,7 +103,7 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str) -> byt
 
 def _chunked_over_limit(limit: int) -> dict[str, Any]:
     boundary = "catalogueboundary"
-    body = _multipart([("image", "big.bin", b"\0" * (limit + 1000))], boundary)
+    body = multipart_body([("image", "big.bin", b"\0" * (limit + 1000))], boundary)
 
     def stream() -> Iterator[bytes]:  # no Content-Length: the server must count as it reads
         for start in range(0, len(body), 1 << 16):

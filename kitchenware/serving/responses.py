@@ -132,7 +132,9 @@ def decode_uploads(
 def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:
     """400 (or 413 when every failure is over the pixel limit) naming each bad image."""
     status = 413 if all(f.error.status_code == 413 for f in failures) else 400
-    first = failures[0]
+    # The headline is the first failure of the answer's own status: a 400 never leads with
+    # "too many pixels" because an unreadable image came later in the batch.
+    first = next(f for f in failures if f.error.status_code == status)
     message = str(first.error)
     if len(failures) > 1:
         message += f" ({len(failures) - 1} more image(s) failed too; see 'failures'.)"
