@@ -63,6 +63,10 @@ class FileField:
     name: str
     max_files: int
     limit_setting: str = ""  # env var named in the "too many files" message
+    # Text fields the route also takes (/feedback's label, /explain's method), and whether
+    # the file may be left out (/feedback by request_id).
+    text_fields: tuple[str, ...] = ()
+    optional: bool = False
 
 
 @dataclass
@@ -160,10 +164,27 @@ def check_content_type(headers: dict[bytes, bytes], field_name: str) -> bytes:
     return boundary
 
 
+def _check_text_fields(parts: list[_Part], rule: FileField) -> None:
+    """A route's text fields hold one text value each, never a file."""
+    for name in rule.text_fields:
+        found = [p for p in parts if p.name == name]
+        if any(p.filename is not None for p in found) or len(found) > 1:
+            raise UploadRejected(
+                400,
+                "not_text",
+                f"Multipart field '{name}' must be one text value (curl -F '{name}=...').",
+                field=name,
+            )
+
+
 def check_parts(parts: list[_Part], rule: FileField) -> None:
     """Exactly the route's field, only files, within the file count."""
-    others = sorted({p.name or "" for p in parts if p.name != rule.name})
+    _check_text_fields(parts, rule)
+    allowed = {rule.name, *rule.text_fields}
+    others = sorted({p.name or "" for p in parts if p.name not in allowed})
     ours = [p for p in parts if p.name == rule.name]
+    if not ours and rule.optional and not others:
+        return
     if not ours:
         got = ", ".join(f"'{name}'" for name in others) or "none"
         raise UploadRejected(
