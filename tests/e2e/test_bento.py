@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from service_support import REPO, build_colour_model, image_bytes, serve, store_env
+from service_support import BENTOML, REPO, build_colour_model, image_bytes, serve, store_env
 
 TRAINING_ONLY = {"matplotlib", "tqdm"}  # pyproject runtime deps the service never imports
+BENTO_CODE = ("kitchenware/core/", "kitchenware/serving/")  # what the bento may ship
+BENTO_FILES = {"service.py", "kitchenware/__init__.py", "bentofile.yaml"}  # bentoml adds the last
 
 
 def run_script(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -37,13 +41,6 @@ def test_bentofile_packages_match_pyproject_runtime_dependencies() -> None:
     runtime = {package_name(r): r.replace(" ", "") for r in project["dependencies"]}
     packed = {package_name(r): r.replace(" ", "") for r in bentofile["python"]["packages"]}
     assert packed == {name: spec for name, spec in runtime.items() if name not in TRAINING_ONLY}
-    assert bentofile["docker"]["python_version"] == "3.11"
-    assert bentofile["service"] == "service:Kitchenware"
-
-
-def test_bentofile_includes_only_the_service_code() -> None:
-    bentofile = yaml.safe_load((REPO / "bentofile.yaml").read_text())
-    assert "kitchenware/*.py" not in bentofile["include"]
 
 
 def test_missing_model_folder_is_one_sentence(tmp_path: Path) -> None:
@@ -53,37 +50,101 @@ def test_missing_model_folder_is_one_sentence(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
-def test_import_twice_is_one_model_then_build_and_serve_the_bento(tmp_path: Path) -> None:
-    home = tmp_path / "bentoml_home"
-    model_dir = build_colour_model(tmp_path / "model")
+@dataclass(frozen=True)
+class Imported:
+    home: Path
+    model_dir: Path
+    model_tag: str
+    outputs: tuple[str, str]  # stdout of the first and the second import
 
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Imported:
+    """The colour model imported twice into a fresh store with the script."""
+    base = tmp_path_factory.mktemp("bento")
+    home, model_dir = base / "bentoml_home", build_colour_model(base / "model")
     first = run_script("--model-dir", str(model_dir), "--import-only", home=home)
     again = run_script("--model-dir", str(model_dir), "--import-only", home=home)
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
-    assert "imported into" in first.stdout and "already in" in again.stdout
-    model_tag = first.stdout.split()[1]
-    assert model_tag == again.stdout.split()[1]
-    assert len(list((home / "models" / "kitchenware").glob("*/model.keras"))) == 1
+    return Imported(home, model_dir, first.stdout.split()[1], (first.stdout, again.stdout))
 
-    built = run_script("--model-dir", str(model_dir), home=home)
+
+@pytest.mark.slow
+def test_importing_twice_is_one_model(imported: Imported) -> None:
+    first, again = imported.outputs
+    assert "imported into" in first and "already in" in again
+    assert again.split()[1] == imported.model_tag
+    assert len(list((imported.home / "models" / "kitchenware").glob("*/model.keras"))) == 1
+
+
+def bento_dir(home: Path, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home / "bentos" / name / version
+
+
+@pytest.mark.slow
+def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
+    """`bentoml build`, as the README's deploy section runs it, then look inside."""
+    env = {**store_env(imported.home), "KITCHENWARE_MODEL_TAG": imported.model_tag}
+    built = subprocess.run(
+        [BENTOML, "build", "--output", "tag"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    bento = bento_dir(imported.home, tag)
+    src = bento / "src"
+    shipped = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    assert "service.py" in shipped and "kitchenware/serving/uploads.py" in shipped
+    assert "kitchenware/core/preprocessing.py" in shipped
+    strays = [f for f in shipped if f not in BENTO_FILES and not f.startswith(BENTO_CODE)]
+    assert strays == [], "the bento ships more than the service's code"
+    unwanted = [
+        f
+        for f in shipped
+        if "training" in f
+        or f.startswith(("tests/", "data/", "saved_model/", "runs/", "bench/", "notebook"))
+        or f.endswith((".ipynb", ".keras", ".csv"))
+    ]
+    assert unwanted == [], "training code, tests, notebooks or data in the bento"
+
+    # The shipped code alone imports the service: nothing of kitchenware.training loads.
+    probe = (
+        "import json, sys, service, kitchenware; "
+        "print(json.dumps([kitchenware.__file__, sorted(m for m in sys.modules "
+        "if m.startswith('kitchenware'))]))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=src, env=env, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    package_file, modules = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert Path(package_file).is_relative_to(src), "imported the checkout, not the bento"
+    assert modules and not [m for m in modules if m.startswith("kitchenware.training")]
+
+    packed = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert [m["tag"] for s in packed["services"] for m in s["models"]] == [imported.model_tag]
+
+
+@pytest.mark.slow
+def test_the_script_builds_a_bento_that_serves_from_anywhere(
+    imported: Imported, tmp_path: Path
+) -> None:
+    built = run_script("--model-dir", str(imported.model_dir), home=imported.home)
     assert built.returncode == 0, built.stderr
     bento_tag = built.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"kitchenware:[a-z0-9]+", bento_tag)
     assert f"bentoml serve {bento_tag}" in built.stdout
-    bento_yaml = yaml.safe_load(
-        (home / "bentos" / "kitchenware" / bento_tag.split(":")[1] / "bento.yaml").read_text()
-    )
-    packed = [m["tag"] for s in bento_yaml["services"] for m in s["models"]]
-    assert packed == [model_tag]
-    bento_src = home / "bentos" / "kitchenware" / bento_tag.split(":")[1] / "src"
-    assert not (bento_src / "tests").exists() and not (bento_src / "saved_model").exists()
 
     # Serve from an unrelated directory: the bento must carry everything it needs.
-    with serve(bento_tag, store_env(home), cwd=tmp_path) as server:
+    with serve(bento_tag, store_env(imported.home), cwd=tmp_path) as server:
         response = httpx.post(
             f"{server.url}/classify", files={"image": ("mug.png", image_bytes((230, 20, 20)))}
         )
     assert response.status_code == 200, response.text
     assert response.json()["label"] == "cup"
-    assert response.json()["model"] == model_tag
+    assert response.json()["model"] == imported.model_tag
