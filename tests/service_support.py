@@ -269,7 +269,7 @@ def shared_server(request: object, base: Path) -> ServedService:
         home = base / "bentoml_home"
         model_dir = shared_model_dir(base)
         tag = import_into_store(model_dir, home)
-        env = store_env(home, **SHARED_SERVER_SETTINGS)
+        env = store_env(home, default_model=False, **SHARED_SERVER_SETTINGS)
         context = serve("service:Kitchenware", env, log_dir=base)
         server = context.__enter__()
         server.extra.update(model_dir=model_dir, tag=tag, bentoml_home=home)
