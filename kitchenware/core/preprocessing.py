@@ -22,6 +22,11 @@ PREPROCESSING_NAME = "rgb-on-white/bilinear-stretch/float32-0-255/v1"
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 Image.init()  # register every plugin now, so `formats=` can name MPO, WEBP and TIFF
 DEFAULT_MAX_PIXELS = 50_000_000  # about 8200 x 6100; larger is treated as a decompression bomb
+# A non-JPEG must be decoded in full (JPEG decodes at 1/8 scale via draft): past 16 M pixels
+# in under 0.01 bytes a pixel (real photos need >= ~0.05) it is a flat or forged image whose
+# decode alone took 1-2.4 s here. Found by tests/core/test_decode_fuzz.py.
+BOMB_CHECK_PIXELS = 16_000_000
+MIN_BYTES_PER_PIXEL = 0.01
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -74,6 +79,17 @@ def open_image(data: bytes, *, name: str = "image", max_pixels: int | None = Non
         )
     if width < 1 or height < 1:
         raise CorruptImageError(f"{name} has an empty size {width}x{height}.")
+    pixels = width * height
+    if (
+        image.format not in ("JPEG", "MPO")
+        and pixels > BOMB_CHECK_PIXELS
+        and len(data) < pixels * MIN_BYTES_PER_PIXEL
+    ):
+        raise TooManyPixelsError(
+            f"{name} is {width}x{height} = {pixels:,} pixels in only {len(data):,} bytes, "
+            "which looks like a decompression bomb; send a photo, or scale the image below "
+            f"{BOMB_CHECK_PIXELS:,} pixels."
+        )
     return image
 
 
