@@ -7,10 +7,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from kitchenware.core.pretrained import RealPhotos
 
 # Set before anything imports bentoml: its store location is read at import time.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kitchenware-test-bentoml-")
@@ -50,3 +54,11 @@ def write_image() -> ImageWriter:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> RealPhotos:
+    """The published package's 18 real Kaggle photos (9 labelled), from the cached wheel."""
+    from kitchenware.core.pretrained import real_photos as cached_real_photos
+
+    return cached_real_photos()

