@@ -12,7 +12,8 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from kitchenware.serving.uploads import ASGIApp, Receive, Scope, Send, send_json
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 MIN_KEY_LENGTH = 16
@@ -94,9 +95,8 @@ class ApiKeyGate:
             await send({"type": "websocket.close", "code": 1008})
             return
         # The body was not read: close the connection rather than leave it half-read.
-        await send_json(
-            send,
-            401,
+        await JSONResponse(
             {"error": message, "reason": "unauthorized"},
+            401,
             {"WWW-Authenticate": 'Bearer realm="kitchenware"', "Connection": "close"},
-        )
+        )(scope, receive, send)

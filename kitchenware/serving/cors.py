@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.middleware.cors import CORSMiddleware
-
-from kitchenware.serving.uploads import ASGIApp
+from starlette.types import ASGIApp
 
 ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")

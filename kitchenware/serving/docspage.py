@@ -10,13 +10,13 @@ classifies, which model and backend answer, a curl example and links to /ui and 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
-from kitchenware import __version__
-from kitchenware.serving.uploads import ASGIApp, Receive, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
+from kitchenware import __version__
+
 TITLE = "Kitchenware classifier"
 
 # Filled in by the service once it knows them (model tag, classes, backend).
@@ -105,10 +105,10 @@ class DocsPage:
         await self.app(scope, receive, send)
 
     def _rewriting(self, send: Send) -> Send:
-        held: list[MutableMapping[str, Any]] = []
+        held: list[Message] = []
         chunks: list[bytes] = []
 
-        async def rewrite(message: MutableMapping[str, Any]) -> None:
+        async def rewrite(message: Message) -> None:
             if message["type"] == "http.response.start":
                 held.append(message)
                 return

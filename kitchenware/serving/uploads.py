@@ -13,20 +13,15 @@ the filesystem; the original names stay in the scope for messages and responses.
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
 SPOOL_IN_MEMORY_BYTES = 1 << 20  # bodies above 1 MiB wait on disk, not in RAM
@@ -177,16 +172,23 @@ def _check_text_fields(parts: list[_Part], rule: FileField) -> None:
             )
 
 
+def _field_names(names: Iterable[str | None]) -> list[str]:
+    """How messages list fields: 'name' each, sorted, and a part with no name as such."""
+    unique = set(names)
+    shown = [f"'{name}'" for name in sorted(n for n in unique if n is not None)]
+    return shown + (["a part with no name (unnamed part)"] if None in unique else [])
+
+
 def check_parts(parts: list[_Part], rule: FileField) -> None:
     """Exactly the route's field, only files, within the file count."""
     _check_text_fields(parts, rule)
     allowed = {rule.name, *rule.text_fields}
-    others = sorted({p.name or "" for p in parts if p.name not in allowed})
+    others = _field_names(p.name for p in parts if p.name not in allowed)
     ours = [p for p in parts if p.name == rule.name]
     if not ours and rule.optional and not others:
         return
     if not ours:
-        got = ", ".join(f"'{name}'" for name in others) or "none"
+        got = ", ".join(others) or "none"
         raise UploadRejected(
             400,
             "missing_field",
@@ -194,7 +196,7 @@ def check_parts(parts: list[_Part], rule: FileField) -> None:
             field=rule.name,
         )
     if others:
-        names = ", ".join(f"'{name}'" for name in others)
+        names = ", ".join(others)
         raise UploadRejected(
             400,
             "unexpected_field",
@@ -254,9 +256,8 @@ class UploadGate:
             return
         if method != "POST":
             message = f"{scope['path']} takes POST with multipart/form-data, not {method}."
-            await send_json(
-                send, 405, {"error": message, "reason": "method_not_allowed"}, {"Allow": "POST"}
-            )
+            refusal = {"error": message, "reason": "method_not_allowed"}
+            await JSONResponse(refusal, 405, {"Allow": "POST"})(scope, receive, send)
             return
         try:
             body = await self._read_checked(scope, receive, rule)
@@ -264,7 +265,8 @@ class UploadGate:
             if self.on_reject is not None:
                 self.on_reject(rejected.reason)
             close = {"Connection": "close"} if rejected.body_unread else None
-            await send_json(send, rejected.status_code, rejected.body(), close)
+            answer = JSONResponse(rejected.body(), rejected.status_code, close)
+            await answer(scope, receive, send)
             return
         except _ClientGone:
             return
@@ -309,9 +311,7 @@ class UploadGate:
                 try:
                     parser.write(chunk)
                 except MultipartParseError as exc:
-                    raise UploadRejected(
-                        400, "malformed_multipart", f"The multipart body is malformed: {exc}."
-                    ) from exc
+                    raise _malformed(exc, boundary, started=bool(collector.parts)) from exc
                 if not message.get("more_body", False):
                     break
             if not collector.finished:
@@ -334,6 +334,18 @@ class UploadGate:
         return body
 
 
+def _malformed(exc: MultipartParseError, boundary: bytes, *, started: bool) -> UploadRejected:
+    if not started:  # python-multipart fails on the first bytes when they are no delimiter
+        shown = boundary.decode("latin-1")
+        message = (
+            f"The multipart body does not start with the boundary '{shown}' named in its "
+            "Content-Type (was the body built for another boundary?)."
+        )
+    else:
+        message = f"The multipart body is malformed: {exc}."
+    return UploadRejected(400, "malformed_multipart", message)
+
+
 class _ClientGone(Exception):
     """The client disconnected while sending its body."""
 
@@ -353,17 +365,3 @@ def _replay(body: BinaryIO, receive: Receive) -> Receive:
         return {"type": "http.request", "body": chunk, "more_body": more}
 
     return replayed
-
-
-async def send_json(
-    send: Send, status_code: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-) -> None:
-    """A complete JSON response sent straight to the ASGI server."""
-    content = json.dumps(payload).encode()
-    raw_headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(content)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
-    ]
-    await send({"type": "http.response.start", "status": status_code, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": content, "more_body": False})

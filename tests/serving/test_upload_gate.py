@@ -40,7 +40,6 @@ ROUTES = {
         "images", max_files=BATCH_LIMIT, limit_setting="KITCHENWARE_MAX_BATCH_FILES"
     ),
 }
-PENDING = pytest.mark.xfail(strict=True, reason="fixed in uploads.py next")
 PNG = image_bytes((220, 30, 30))
 JPEG = image_bytes((30, 30, 220), "JPEG", size=(90, 90))  # half of it still has a header
 
@@ -201,7 +200,6 @@ def test_a_body_spooled_to_disk_replays_every_byte() -> None:
             multipart_body([("images", "a.png", PNG)], "someotherboundary"),
             MULTIPART,
             ["boundary", BOUNDARY],
-            marks=PENDING,
         ),
     ],
     ids=["no-boundary", "truncated", "header-without-colon", "wrong-boundary"],
@@ -229,7 +227,6 @@ def test_an_unexpected_field_beside_the_images_is_named() -> None:
     assert body_json["field"] == "images"
 
 
-@PENDING
 def test_a_part_without_a_name_is_called_unnamed() -> None:
     body = (
         f"--{BOUNDARY}\r\nContent-Type: image/png\r\n\r\n".encode()
