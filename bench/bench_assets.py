@@ -18,7 +18,6 @@ REPO_ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
 IMAGES_DIR = OUT_DIR / "images"
 MODEL_DIR = OUT_DIR / "model-xception-299"
-BENCH_CLASSES = ["cup", "glass", "plate", "spoon", "fork", "knife"]
 BENCH_IMAGE_SIZE = 299
 PHOTO_SIZE = (800, 600)  # a typical phone photo after the upload form's resize
 
@@ -75,7 +74,12 @@ def build_xception(image_size: int = BENCH_IMAGE_SIZE, classes: int = 6) -> Any:
 
 def ensure_model_dir(directory: Path = MODEL_DIR) -> Path:
     """Export the random-weight Xception (model.keras + metadata.json) once."""
-    from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, framework_versions
+    from kitchenware.core.metadata import (
+        KITCHENWARE_CLASSES,
+        MODEL_FILENAME,
+        ModelMetadata,
+        framework_versions,
+    )
     from kitchenware.core.preprocessing import PREPROCESSING_NAME
     from kitchenware.core.store import export_model
 
@@ -85,7 +89,7 @@ def ensure_model_dir(directory: Path = MODEL_DIR) -> Path:
 
     keras.utils.set_random_seed(0)
     metadata = ModelMetadata(
-        class_names=BENCH_CLASSES,
+        class_names=list(KITCHENWARE_CLASSES),
         image_size=BENCH_IMAGE_SIZE,
         preprocessing=PREPROCESSING_NAME,
         backbone="xception",

@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import MODEL_DIR, OUT_DIR, REPO_ROOT, load_jpeg_set
 from loadgen import run_load
 from report import compute_ratios, format_ratios, format_table, write_plot
-from servers import process_tree_cpu_s, running_peer, running_service
+from servers import running_peer, running_service
+
+from kitchenware.localserver import process_tree_cpu_s
 
 CONCURRENCIES = [1, 4, 16, 32]
 REQUEST_TIMEOUT_S = 120.0  # per request; a queue of 32 at ~0.1 s/img stays far below it

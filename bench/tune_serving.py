@@ -26,7 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import MODEL_DIR, OUT_DIR, ensure_model_dir, load_jpeg_set
 from loadgen import run_load
-from servers import process_tree_cpu_s, running_service
+from servers import running_service
+
+from kitchenware.localserver import process_tree_cpu_s
 
 
 def config(workers: int, batch: int, latency_ms: int, tf_threads: int | None = None) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ import httpx
 import numpy as np
 import yaml
 from container_engine import DEPLOY_DIR, PROJECT_DIR, WORK_DIR, ContainerError, Engine, say
+
+from kitchenware.localserver import free_port, wait_ready
 
 DEPLOYMENT = DEPLOY_DIR / "kubernetes" / "deployment.yaml"
 READY_TIMEOUT_S = 300.0
@@ -68,12 +69,6 @@ def deployment_pod_spec() -> PodSpec:
         tmpfs=tmpfs,
         memory_limit_mib=mebibytes(container["resources"]["limits"]["memory"]),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def sample_images(directory: Path) -> tuple[Path, Path]:
@@ -146,16 +141,17 @@ class SmokeContainer:
     def wait_ready(self, started: float) -> float:
         """Seconds from `run` until /readyz answers 200; fails if the container exits first."""
         url = f"http://127.0.0.1:{self.port}/readyz"
-        while time.monotonic() - started < READY_TIMEOUT_S:
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            if not self.running():
-                raise ContainerError(f"The container exited before {url} answered 200.")
-            time.sleep(0.5)
-        raise ContainerError(f"{url} did not answer 200 within {READY_TIMEOUT_S:.0f} s.")
+
+        def alive() -> str | None:
+            return None if self.running() else f"The container exited before {url} answered 200."
+
+        try:
+            wait_ready(
+                url, READY_TIMEOUT_S - (time.monotonic() - started), alive=alive, interval=0.5
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            raise ContainerError(f"{exc}.") from exc
+        return time.monotonic() - started
 
     def processes(self) -> list[dict[str, str]]:
         """Name, Uid, VmRSS and VmHWM (peak RSS) of every process in the container."""

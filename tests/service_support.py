@@ -11,8 +11,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +19,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
+
+from kitchenware.core.metadata import KITCHENWARE_CLASSES
+from kitchenware.localserver import free_port, running
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `import service` works whichever way pytest was started
 VENV_BIN = Path(sys.executable).parent
 BENTOML = str(VENV_BIN / "bentoml")
-CLASS_NAMES = ["cup", "glass", "plate", "spoon", "fork", "knife"]
+CLASS_NAMES = list(KITCHENWARE_CLASSES)
 # The colour each class is "about" in the hand-made model, RGB in [0, 1].
 CLASS_COLOURS = {
     "cup": (1, 0, 0),
@@ -42,7 +42,6 @@ CLASS_COLOURS = {
 }
 DEMO_MODEL_TAG = "kitchenware:latest"  # the demo model's store name; the colour model's too
 TEST_IMAGE_SIZE = 64
-PROBE_TIMEOUT_S = 8.0  # a readiness probe slower than this counts as hung
 # Small limits so the limit cases of the upload catalogue stay cheap to send.
 SHARED_SERVER_SETTINGS = {
     "max_upload_bytes": "3000000",
@@ -116,12 +115,6 @@ def image_bytes(
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class ServedService:
     """A running `bentoml serve` subprocess."""
@@ -138,42 +131,6 @@ class ServedService:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_ready(
-    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float
-) -> list[str]:
-    """Poll /readyz until 200; returns what each probe got (status code, "refused", "hung")."""
-    probes: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            status = httpx.get(f"{url}/readyz", timeout=PROBE_TIMEOUT_S).status_code
-        except httpx.TimeoutException:
-            probes.append("hung")
-        except httpx.TransportError:
-            probes.append("refused")  # not listening yet
-        else:
-            probes.append(str(status))
-            if status == 200:
-                return probes
-        time.sleep(0.25)
-    raise TimeoutError(f"server not ready after {timeout}s:\n{log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server we started and everything it spawned (its own process group)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def serve(
     target: str,
@@ -188,24 +145,15 @@ def serve(
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="kitchenware-serve-log-"))
     log_path = log_dir / f"serve-{port}.log"
     command = [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        probes = wait_ready(url, process, log_path, timeout)
+    started = time.monotonic()
+    ready = running(
+        command, ready_url=f"{url}/readyz", log_path=log_path, env=env, cwd=cwd, timeout=timeout
+    )
+    with ready as (process, probes):
         served = ServedService(url, port, process, log_path, env, time.monotonic() - started)
         served.extra["readyz_probes"] = probes
         yield served
-    finally:
-        stop(process)
 
 
 def store_env(

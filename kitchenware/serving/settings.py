@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kitchenware import PRETRAINED_MODEL_NAME
+from kitchenware.core.preprocessing import DEFAULT_MAX_PIXELS
 
 
 class ServiceSettings(BaseSettings):
@@ -23,7 +24,7 @@ class ServiceSettings(BaseSettings):
         description="Inference backend (kitchenware.core.backends); auto: fastest gated one.",
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
-    max_image_pixels: int = Field(50_000_000, ge=1, description="Largest width x height.")
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height.")
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
     top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
     # Adaptive batching; see bench/RESULTS.md ("Serving: tuning") for the measurements.

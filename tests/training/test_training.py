@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kitchenware.core.metadata import KITCHENWARE_CLASSES
 from kitchenware.training.config import TrainConfig
 from kitchenware.training.demo.generator import generate_demo_dataset
 
@@ -231,7 +232,7 @@ def test_end_to_end_model_lands_in_the_store_and_loads_back(
     )
     info = json.loads(shown.stdout)
     metadata = info["metadata"]
-    assert metadata["class_names"] == sorted(["cup", "glass", "plate", "spoon", "fork", "knife"])
+    assert metadata["class_names"] == sorted(KITCHENWARE_CLASSES)
     assert metadata["image_size"] == 32 and metadata["backbone"] == "scratch"
     assert metadata["dataset_fingerprint"].startswith("sha256:")
     assert 0 <= metadata["metrics"]["test_accuracy"] <= 1
