@@ -93,9 +93,10 @@ class RunSummary:
     def lines(self) -> list[str]:
         failed = len(self.failures)
         reasons = Counter(f.reason for f in self.failures)
+        engine = f" with {self.backend['backend']}" if self.backend.get("backend") else ""
         text = [
-            f"Scored {self.scored} image(s) in {self.seconds:.1f} s ({self.rate:.1f} img/s) "
-            f"with {self.backend.get('backend', '?')} on {self.model}"
+            f"Scored {self.scored} image(s) in {self.seconds:.1f} s ({self.rate:.1f} img/s)"
+            f"{engine} on {self.model}"
             + (f"; {self.resumed} resumed from an earlier run" if self.resumed else "")
             + ".",
             "Labels: " + (", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "none"),
