@@ -45,10 +45,40 @@ def _xception_base(size: int, weights: str | None) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="xception_input")
     # Xception expects [-1, 1]; the scaling is part of the model so serving feeds [0, 255].
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_minus1_1")(inputs)
-    core = keras.applications.Xception(
-        include_top=False, weights=weights, input_shape=(size, size, 3)
-    )
+    core = _xception_core(size, weights)
     return keras.Model(inputs, core(scaled), name="xception_base")
+
+
+def _xception_core(size: int, weights: str | None) -> keras.Model:
+    """keras.applications.Xception; `imagenet` tries Keras' download first and, when that
+    fails, uses the verified ImageNet base inside the published kitchenware model."""
+    import keras
+
+    shape = (size, size, 3)
+    if weights != "imagenet":
+        return keras.applications.Xception(include_top=False, weights=weights, input_shape=shape)
+    try:
+        return keras.applications.Xception(include_top=False, weights="imagenet", input_shape=shape)
+    except Exception as exc:  # Keras raises a bare Exception for a failed download
+        if "URL fetch failure" not in str(exc):
+            raise
+        download_error = _first_line(exc)
+    from kitchenware.core.pretrained import REQUIREMENT, PretrainedError, imagenet_xception_weights
+
+    try:
+        path = imagenet_xception_weights()
+    except PretrainedError as exc:
+        raise ModelConfigError(
+            f"Downloading the ImageNet weights of xception failed ({download_error}) and so "
+            f"did the offline copy from {REQUIREMENT} ({exc}): pass --weights PATH with a "
+            "local Keras .h5/.weights.h5 file of xception without top, or --weights none."
+        ) from exc
+    print(
+        f"Keras could not download the ImageNet Xception weights ({download_error}); using "
+        f"the ImageNet base of {REQUIREMENT} instead, verified exactly: {path}",
+        flush=True,
+    )
+    return keras.applications.Xception(include_top=False, weights=str(path), input_shape=shape)
 
 
 def _mobilenetv3small_base(size: int, weights: str | None) -> keras.Model:
@@ -159,6 +189,8 @@ def build_base(spec: BackboneSpec, size: int, weights: str | None) -> keras.Mode
             # Keras warns per nested block when a mismatched file is tried; the error says it.
             warnings.filterwarnings("ignore", message="Skipping nested container")
             return spec.build_base(size, weights)
+    except ModelConfigError:
+        raise
     except Exception as exc:  # Keras, h5py and TF raise assorted types here
         if weights == "imagenet" and "URL fetch failure" in str(exc):
             raise ModelConfigError(

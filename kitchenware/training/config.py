@@ -38,7 +38,8 @@ class TrainConfig(BaseModel):
     weights: str = Field(
         "imagenet",
         description="backbone weights: imagenet (downloaded by "
-        "Keras), none (random), or PATH to a .h5/.weights.h5 file of the "
+        "Keras; offline, xception takes the verified ImageNet base of the published "
+        "kitchenware model), none (random), or PATH to a .h5/.weights.h5 file of the "
         "backbone without top",
     )
     freeze_backbone: Literal["auto", "yes", "no"] = Field(
