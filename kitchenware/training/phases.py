@@ -86,20 +86,16 @@ def run_phases(
 
     if cached:
         print(f"Phase 1: head on cached {built.backbone} features (backbone frozen)")
-        train_x, train_y = predict_dataset(
-            built.feature_extractor,
-            _images(split.train, class_names, size, config, shuffle=False),
-            size,
-            label="Backbone features, train split",
-            total=len(split.train),
-        )
-        val_x, val_y = predict_dataset(
-            built.feature_extractor,
-            _images(split.val, class_names, size, config, shuffle=False),
-            size,
-            label="Backbone features, validation split",
-            total=len(split.val),
-        )
+
+        def features(items: Any, name: str) -> tuple[Any, Any]:
+            images = _images(items, class_names, size, config, shuffle=False)
+            label = f"Backbone features, {name} split"
+            return predict_dataset(
+                built.feature_extractor, images, size, label=label, total=len(items)
+            )
+
+        train_x, train_y = features(split.train, "train")
+        val_x, val_y = features(split.val, "validation")
         _compile(built.head, config.learning_rate)
         history = built.head.fit(
             train_x,

@@ -30,28 +30,15 @@ def test_notebook_executes_and_shows_the_data_check(tmp_path: Path) -> None:
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
 
-    texts = [
-        output.get("text", "")
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "stream"
+    outputs = [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
     ]
-    errors = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-    images = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if "image/png" in output.get("data", {})
-    ]
+    texts = [o.get("text", "") for o in outputs if o.output_type == "stream"]
+    errors = [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert errors == []
     assert any("Data check of" in text and "Imbalance ratio" in text for text in texts)
     assert any("test_accuracy" in text for text in texts)
-    assert len(images) >= 5  # balance, sizes, sample grid, model input, curves, confusion
+    # The real model's section: every labelled real photo right, then the grid.
+    assert any("9/9 labelled real photos right" in text for text in texts), texts
+    assert len(images) >= 6  # balance, sizes, samples, input, curves, confusion, real

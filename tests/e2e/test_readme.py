@@ -48,9 +48,23 @@ def test_make_targets_named_in_readme_exist() -> None:
         assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no target {target}"
 
 
-def test_placeholder_sections_for_the_lead_exist() -> None:
-    for title in ("Train on your own data", "Deploy", "Benchmarks"):
-        assert section(title).strip()
+def test_curl_answers_shown_are_the_shipped_demo_models_answers_on_examples() -> None:
+    """The README's example answers are what saved_model/ says about examples/ (in-process)."""
+    from kitchenware.core.inference import Classifier
+    from kitchenware.core.preprocessing import preprocess_bytes
+
+    text = section("Classify with curl")
+    assert "Answers of the shipped demo model" in text
+    shown = re.findall(r'"label": "(\w+)", "confidence": ([0-9.]+)', text)
+    files = re.findall(r"=@examples/(\S+)", text)
+    assert len(shown) == len(files) == 4  # cup alone, then cup, plate, fork in one batch
+    classifier = Classifier.load(REPO / "saved_model")
+    for file, (label, confidence) in zip(files, shown, strict=True):
+        data = (REPO / "examples" / file).read_bytes()
+        probabilities = classifier.predict_arrays(preprocess_bytes(data, classifier.image_size))
+        best = int(probabilities[0].argmax())
+        assert classifier.class_names[best] == label, file
+        assert float(probabilities[0][best]) == pytest.approx(float(confidence), abs=2e-4), file
 
 
 def test_settings_table_lists_every_setting_with_its_default() -> None:

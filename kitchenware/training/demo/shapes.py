@@ -48,6 +48,18 @@ def luminance(colour: Sequence[float]) -> float:
     return 0.299 * float(colour[0]) + 0.587 * float(colour[1]) + 0.114 * float(colour[2])
 
 
+def _trapezoid(
+    cx: float, top: float, top_width: float, bottom: float, bottom_width: float
+) -> list[tuple[float, float]]:
+    """Corners, clockwise from top left, of a trapezoid centred on x = cx."""
+    return [
+        (cx - top_width / 2, top),
+        (cx + top_width / 2, top),
+        (cx + bottom_width / 2, bottom),
+        (cx - bottom_width / 2, bottom),
+    ]
+
+
 def _draw_cup(
     draw: ImageDraw.ImageDraw, rng: np.random.Generator, fill: RGB, line: RGB, stroke: int
 ) -> None:
@@ -65,12 +77,7 @@ def _draw_cup(
         (hx - hr_x, hy - hr_y, hx + hr_x, hy + hr_y), outline=line, width=handle_width + stroke
     )
     draw.ellipse((hx - hr_x, hy - hr_y, hx + hr_x, hy + hr_y), outline=fill, width=handle_width)
-    body = [
-        (cx - width / 2, top),
-        (cx + width / 2, top),
-        (cx + bottom_width / 2, bottom),
-        (cx - bottom_width / 2, bottom),
-    ]
+    body = _trapezoid(cx, top, width, bottom, bottom_width)
     draw.polygon(body, fill=fill, outline=line, width=stroke)
     rim_h = s * rng.uniform(0.04, 0.1)
     draw.ellipse(
@@ -126,27 +133,14 @@ def _draw_glass(
     bottom = s * rng.uniform(0.85, 0.95)
     width = s * rng.uniform(0.3, 0.45)
     bottom_width = width * rng.uniform(0.6, 0.9)
-    body = [
-        (cx - width / 2, top),
-        (cx + width / 2, top),
-        (cx + bottom_width / 2, bottom),
-        (cx - bottom_width / 2, bottom),
-    ]
+    body = _trapezoid(cx, top, width, bottom, bottom_width)
     draw.polygon(body, fill=glass_fill)
     if rng.random() < 0.5:  # some liquid in it
         level = top + (bottom - top) * rng.uniform(0.3, 0.7)
         frac = (level - top) / (bottom - top)
         lw = width + (bottom_width - width) * frac
         liquid: RGBA = (*random_colour(rng), int(rng.integers(60, 140)))
-        draw.polygon(
-            [
-                (cx - lw / 2, level),
-                (cx + lw / 2, level),
-                (cx + bottom_width / 2, bottom),
-                (cx - bottom_width / 2, bottom),
-            ],
-            fill=liquid,
-        )
+        draw.polygon(_trapezoid(cx, level, lw, bottom, bottom_width), fill=liquid)
     draw.line([*body, body[0]], fill=line, width=stroke, joint="curve")
     draw.ellipse(
         (cx - width / 2, top - s * 0.03, cx + width / 2, top + s * 0.03), outline=line, width=stroke
@@ -204,12 +198,7 @@ def _draw_handle(
     """A tapered, round-ended handle along the vertical axis from y=start to y=end."""
     cx = _CANVAS / 2
     draw.polygon(
-        [
-            (cx - start_w / 2, start),
-            (cx + start_w / 2, start),
-            (cx + end_w / 2, end),
-            (cx - end_w / 2, end),
-        ],
+        _trapezoid(cx, start, start_w, end, end_w),
         fill=colour,
         outline=line,
         width=stroke,
