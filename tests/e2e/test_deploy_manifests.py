@@ -68,11 +68,6 @@ def test_strict_validation_rejects_a_misspelled_field() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-def test_manifest_kinds_are_deployment_service_and_autoscaler() -> None:
-    kinds = sorted(doc["kind"] for doc in manifests())
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service"]
-
-
 def test_kustomization_applies_every_manifest_and_names_the_image() -> None:
     kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
