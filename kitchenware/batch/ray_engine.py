@@ -118,7 +118,13 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None) -> bool:
         package = str(Path(kitchenware.__file__).parent)
         ray.init(address=address, runtime_env={"py_modules": [package]}, log_to_driver=False)
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    # A local instance for this run only, on loopback, without the dashboard.
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     return True
 
 
