@@ -1,4 +1,4 @@
-"""Keras fitting helpers for training.py: callbacks, cached features, batched prediction."""
+"""Keras fitting helpers for the training phases: callbacks, cached features, batched prediction."""
 
 from __future__ import annotations
 

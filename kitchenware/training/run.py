@@ -1,4 +1,4 @@
-"""Training: labelled images -> checked, split data -> two-phase fit -> evaluated model -> store.
+"""One training run, `train(config)`: checked, split data -> two-phase fit -> evaluation -> store.
 
 `train(TrainConfig(...))` is the one entry point; `train.py` and the notebook call it.
 A model reaches the BentoML store only after every step has succeeded.
