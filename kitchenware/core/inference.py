@@ -19,6 +19,24 @@ from kitchenware.core.preprocessing import PREPROCESSING_NAME
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of logs
 
 
+def traced_call(model: Any, image_size: int) -> Any:
+    """`model(batch, training=False)` as one traced tf.function over float32 RGB batches.
+
+    Faster and steadier than `model.predict` on this CPU; training's batched prediction and
+    the Classifier both call through it.
+    """
+    import tensorflow as tf
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)],
+        reduce_retracing=True,
+    )
+    def call(batch: tf.Tensor) -> tf.Tensor:
+        return model(batch, training=False)
+
+    return call
+
+
 @dataclass
 class Classifier:
     """A Keras model plus its metadata, with a traced predict function."""
@@ -44,19 +62,7 @@ class Classifier:
         return cls(model=model, metadata=metadata)
 
     def __post_init__(self) -> None:
-        import tensorflow as tf
-
-        size = self.metadata.image_size
-        model = self.model
-
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
-            reduce_retracing=True,
-        )
-        def predict(batch: tf.Tensor) -> tf.Tensor:
-            return model(batch, training=False)
-
-        self._predict = predict
+        self._predict = traced_call(self.model, self.metadata.image_size)
 
     @property
     def class_names(self) -> list[str]:

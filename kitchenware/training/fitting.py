@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kitchenware.core.inference import traced_call
+
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
@@ -51,27 +53,13 @@ def phase_callbacks(
     return callbacks
 
 
-def _traced(model: keras.Model, image_size: int) -> Any:
-    import tensorflow as tf
-
-    # One traced function instead of model.predict: faster and steadier on this CPU.
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)],
-        reduce_retracing=True,
-    )
-    def run(batch: tf.Tensor) -> tf.Tensor:
-        return model(batch, training=False)
-
-    return run
-
-
 def predict_dataset(
     model: keras.Model, dataset: tf.data.Dataset, image_size: int, *, label: str, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run `model` over an (images, labels) dataset with a progress bar; (outputs, labels)."""
     import keras
 
-    run = _traced(model, image_size)
+    run = traced_call(model, image_size)
     bar = keras.utils.Progbar(total, unit_name="image")
     print(label)
     outputs: list[np.ndarray] = []

@@ -269,12 +269,7 @@ def _draw_fork(
     )
     # Head: a trapezoid narrowing into the neck, then the tines above it.
     draw.polygon(
-        [
-            (cx - head_w / 2, top + tine_len),
-            (cx + head_w / 2, top + tine_len),
-            (cx + neck_w / 2, head_bottom + s * 0.06),
-            (cx - neck_w / 2, head_bottom + s * 0.06),
-        ],
+        _trapezoid(cx, top + tine_len, head_w, head_bottom + s * 0.06, neck_w),
         fill=fill,
         outline=line,
         width=stroke,
