@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kitchenware.core.preprocessing import ImageDecodeError, open_image
+from kitchenware.serving.errors import ClientError
 from kitchenware.serving.predictionlog import PredictionRecord, image_facts
 
 logger = logging.getLogger("kitchenware.feedback")
@@ -74,18 +75,8 @@ feedback = sa.Table(
 )
 
 
-class FeedbackError(Exception):
+class FeedbackError(ClientError):
     """A correction the store refuses; the status and sentence go to the client."""
-
-    def __init__(self, status_code: int, reason: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message, "reason": self.reason, **self.details}
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kitchenware.serving.errors import ClientError
+
 UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
 SPOOL_IN_MEMORY_BYTES = 1 << 20  # bodies above 1 MiB wait on disk, not in RAM
 REPLAY_CHUNK_BYTES = 1 << 16
 
 
-class UploadRejected(Exception):
+class UploadRejected(ClientError):
     """A request the gate refuses; `reason` is the metrics label."""
 
     def __init__(
@@ -40,15 +42,8 @@ class UploadRejected(Exception):
         body_unread: bool = False,
         **details: Any,
     ) -> None:
-        super().__init__(message)
+        super().__init__(status_code, reason, message, **details)
         self.body_unread = body_unread  # then the connection must close after the answer
-        self.status_code = status_code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message, "reason": self.reason, **self.details}
 
 
 @dataclass(frozen=True)
