@@ -26,6 +26,13 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height.")
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
+    # Background tasks (/classify_batch_async): many files or zips, within the byte limit above.
+    max_task_files: int = Field(
+        1000, ge=1, description="Most images in one /classify_batch_async task (zips unpacked)."
+    )
+    max_task_unzipped_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Most bytes the zips of one task may unpack to."
+    )
     top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
     # Adaptive batching; see bench/RESULTS.md ("Serving: tuning") for the measurements.
     # BentoML's batchable API requires max_batch_size >= 2.
