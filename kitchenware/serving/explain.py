@@ -152,10 +152,15 @@ def occlusion_map(
 # -- Grad-CAM -----------------------------------------------------------------------------
 
 
+def _single(x: Any) -> Any:
+    """A nested model saved with `outputs=[...]` gives a one-element list."""
+    return x[0] if isinstance(x, list | tuple) and len(x) == 1 else x
+
+
 def _is_feature_map(layer: Any) -> bool:
     try:
-        return len(layer.output.shape) == 4
-    except (AttributeError, ValueError):
+        return len(_single(layer.output).shape) == 4
+    except (AttributeError, ValueError, TypeError):
         return False
 
 
@@ -205,7 +210,7 @@ class GradCam:
 
     def _run(self, layers: list[Any], x: Any) -> Any:
         for layer in layers:
-            x = layer(x, training=False)
+            x = _single(layer(x, training=False))
         return x
 
     def _scores(self, features: Any) -> Any:
