@@ -22,6 +22,8 @@ from kitchenware.serving.explain import (
     ExplainError,
     ExplainResponse,
     Explanation,
+    choose_method,
+    explain_array,
     heatmap_image,
     overlay_image,
     png_bytes,
@@ -188,6 +190,35 @@ class FeedbackLoop:
             model=self.model_tag,
             backend=self.backend,
             elapsed_ms=round(explanation.elapsed_ms, 1),
+        )
+
+    def explain(
+        self, backend: Any, image: Path, label: str | None, method: str | None
+    ) -> ExplainResponse | JSONResponse:
+        """Decode, compute the heatmap with the serving backend, draw it (blocking)."""
+        try:
+            chosen = choose_method(self.settings.explain_method, backend, method or None)
+            photo, array = self.explain_input(image, backend.image_size)
+            explanation = explain_array(
+                backend, array, method=chosen, label=label or None, grid=self.settings.explain_grid
+            )
+        except ExplainError as exc:
+            return explain_error_response(exc)
+        except ImageDecodeError as exc:
+            return decode_error_response(exc)
+        logger.info(
+            "explain: %s for %s in %.0f ms",
+            explanation.method,
+            self.class_names[explanation.class_index],
+            explanation.elapsed_ms,
+        )
+        return self.explain_answer(photo, explanation)
+
+    async def aexplain(
+        self, backend: Any, image: Path, label: str | None, method: str | None, limiter: Any
+    ) -> ExplainResponse | JSONResponse:
+        return await anyio.to_thread.run_sync(
+            lambda: self.explain(backend, image, label, method), limiter=limiter
         )
 
 

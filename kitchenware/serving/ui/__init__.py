@@ -11,7 +11,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -25,6 +25,13 @@ async def readme_text(_: Request) -> Response:
     if not README.is_file():
         return PlainTextResponse("README.md is not part of this build.", status_code=404)
     return PlainTextResponse(README.read_text(encoding="utf-8"), media_type="text/markdown")
+
+
+async def runtime_info(_: Request) -> Response:
+    """What answers (model tag, classes, backend), for the page's footer line."""
+    from kitchenware.serving.docspage import RUNTIME
+
+    return JSONResponse(RUNTIME)
 
 
 class _SlashRedirect:
@@ -47,6 +54,7 @@ def ui_app() -> _SlashRedirect:
     app = Starlette(
         routes=[
             Route("/README.md", readme_text),
+            Route("/info.json", runtime_info),
             Mount("/", StaticFiles(directory=UI_DIR, html=True)),
         ]
     )

@@ -87,7 +87,7 @@ async function classify(file) {
   $("confidence").textContent = `(${(100 * answer.confidence).toFixed(1)} %)`;
   $("latency").textContent = `${Math.round(answer.latency_ms ?? elapsed)} ms`;
   $("model").textContent = answer.model;
-  $("backend").textContent = answer.backend || "?";
+  $("backend").textContent = answer.runtime || answer.backend || (window.runtimeInfo && window.runtimeInfo.backend) || "?";
   $("request-id").textContent = answer.request_id || "";
   renderBars(answer.probabilities, answer.label);
   show("result", true);
@@ -143,3 +143,4 @@ drop.addEventListener("drop", (e) => {
 });
 $("feedback").addEventListener("submit", sendFeedback);
 $("heatmap-toggle").addEventListener("change", toggleHeatmap);
+fetch("info.json").then((r) => r.json()).then((info) => { window.runtimeInfo = info; }).catch(() => {});
