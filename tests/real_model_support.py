@@ -7,11 +7,12 @@ downloaded on the first run anywhere, then reused.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 
-from service_support import REPO, ServedService, serve, store_env
+from service_support import REPO, ServedService, serve, session_server, store_env
 
 _shared: dict[str, object] = {}
 
@@ -48,15 +49,10 @@ def real_model_home(base: Path) -> tuple[Path, str]:
 
 def shared_real_server(request: object, base: Path) -> ServedService:
     """`bentoml serve service:Kitchenware` with no model setting: the default model."""
-    if "server" not in _shared:
+
+    def start() -> tuple[contextlib.AbstractContextManager[ServedService], dict[str, object]]:
         home, tag = real_model_home(base)
         context = serve("service:Kitchenware", store_env(home, default_model=True), log_dir=base)
-        server = context.__enter__()
-        server.extra.update(tag=tag, bentoml_home=home)
-        _shared["server"] = server
-        request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
-    server = _shared["server"]
-    assert isinstance(server, ServedService)
-    if server.process.poll() is not None:
-        raise RuntimeError(f"shared real-model server died:\n{server.log()}")
-    return server
+        return context, {"tag": tag, "bentoml_home": home}
+
+    return session_server(request, "real-model", start)

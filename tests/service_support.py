@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,23 +211,41 @@ def shared_model_dir(base: Path) -> Path:
     return Path(str(_shared["model_dir"]))
 
 
+_sessions: dict[str, ServedService] = {}
+ServerStart = Callable[
+    [], tuple[contextlib.AbstractContextManager[ServedService], dict[str, object]]
+]
+
+
+def session_server(request: object, key: str, start: ServerStart) -> ServedService:
+    """One served service per test session and `key`, shared by every module that asks.
+
+    `start` runs once: it returns the `serve(...)` context and what to put in `extra`.
+    """
+    if key not in _sessions:
+        context, extra = start()
+        server = context.__enter__()
+        server.extra.update(extra)
+        _sessions[key] = server
+        request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
+    shared = _sessions[key]
+    if shared.process.poll() is not None:
+        raise RuntimeError(f"shared server {key!r} died:\n{shared.log()}")
+    return shared
+
+
 def shared_server(request: object, base: Path) -> ServedService:
-    """One served service per test session, shared by every module that asks for it."""
-    if "server" not in _shared:
+    """The colour model served with SHARED_SERVER_SETTINGS, once per test session."""
+
+    def start() -> tuple[contextlib.AbstractContextManager[ServedService], dict[str, object]]:
         home = base / "bentoml_home"
         model_dir = shared_model_dir(base)
         tag = import_into_store(model_dir, home)
         env = store_env(home, default_model=False, **SHARED_SERVER_SETTINGS)
         context = serve("service:Kitchenware", env, log_dir=base)
-        server = context.__enter__()
-        server.extra.update(model_dir=model_dir, tag=tag, bentoml_home=home)
-        _shared["server"] = server
-        request.config.add_cleanup(lambda: context.__exit__(None, None, None))  # type: ignore[attr-defined]
-    shared = _shared["server"]
-    assert isinstance(shared, ServedService)
-    if shared.process.poll() is not None:
-        raise RuntimeError(f"shared server died:\n{shared.log()}")
-    return shared
+        return context, {"model_dir": model_dir, "tag": tag, "bentoml_home": home}
+
+    return session_server(request, "colour", start)
 
 
 def cleanup_dir(path: Path) -> None:
