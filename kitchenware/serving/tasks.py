@@ -93,7 +93,12 @@ def expand_archives(uploads: list[Upload], limits: TaskLimits, workdir: Path) ->
         where = upload.label(FIELD, index)
         try:
             with zipfile.ZipFile(upload.path) as archive:
-                for number, info in enumerate(_members(archive)):
+                members = _members(archive)
+                if not members:
+                    raise TaskRejected(
+                        400, "empty", f"{where} holds no files (folders and hidden files aside)."
+                    )
+                for number, info in enumerate(members):
                     if info.flag_bits & 0x1:
                         raise TaskRejected(
                             400, "encrypted_zip", f"{where}: {info.filename} is encrypted."
@@ -119,8 +124,6 @@ def expand_archives(uploads: list[Upload], limits: TaskLimits, workdir: Path) ->
             raise TaskRejected(400, "corrupt", f"{where} is not a readable zip: {exc}.") from exc
         if len(expanded) > limits.max_files:
             break
-    if not expanded:
-        raise TaskRejected(400, "empty", "The zip archive(s) hold no files.")
     if len(expanded) > limits.max_files:
         raise TaskRejected(
             413,
