@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kitchenware import __version__
@@ -96,8 +97,8 @@ class DocsPage:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else None
         if path == "/" and scope.get("method") in ("GET", "HEAD"):
-            body = INDEX_HTML.format(title=TITLE, version=__version__).encode()
-            await _send(send, 200, body, b"text/html; charset=utf-8")
+            page = HTMLResponse(INDEX_HTML.format(title=TITLE, version=__version__))
+            await page(scope, receive, send)
             return
         if path == "/docs.json" and scope.get("method") == "GET":
             await self.app(scope, receive, self._rewriting(send))
@@ -143,9 +144,3 @@ class DocsPage:
             "contact": {"name": "Kitchenware classifier maintainers"},
         }
         return json.dumps(spec).encode()
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
