@@ -39,7 +39,9 @@ def server(
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run deploy/system-packages.sh as root (make test does)."
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
