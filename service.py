@@ -1,31 +1,34 @@
 """The BentoML service: kitchenware photo in, label out.
 
-Two services, one process each under `bentoml serve`:
-- `Kitchenware` (HTTP front): /classify, /classify_batch, Swagger UI, upload checks,
-  decoding. It never loads TensorFlow.
-- `KitchenwareModel` (inner): one batchable `predict` over uint8 image arrays. Requests
-  from both endpoints meet in BentoML's adaptive batcher there, so concurrent
-  single-image requests share a model call.
+One service, one process: the HTTP API (/classify, /classify_batch, Swagger UI, upload
+checks, decoding) and the model run in the same worker. Concurrent requests meet in an
+in-process batcher (kitchenware.serving.batching) and share one model call. The model is
+loaded through kitchenware.core.backends (`KITCHENWARE_BACKEND`, default `auto`: the
+fastest runtime that passed the accuracy gate); with an OpenVINO backend this process
+never imports TensorFlow.
+
+One process replaced the former front + model-service pair: at OpenVINO speeds the
+second multipart parse, the array hop over HTTP and the second process cost more CPU per
+image than the model (bench/RESULTS.md, "one process or two").
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
-from http import HTTPStatus
+import threading
 from pathlib import Path
 from typing import cast
 
-import aiohttp
 import anyio
 import anyio.to_thread
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from kitchenware.core.backends import load_backend
-from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection
+from kitchenware.core.backends import Backend, load_backend
+from kitchenware.serving.batching import MicroBatcher, QueueFull
+from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
 from kitchenware.serving.responses import (
     BatchClassification,
     Classification,
@@ -41,87 +44,74 @@ from kitchenware.serving.settings import get_settings
 from kitchenware.serving.uploads import FileField, UploadGate
 
 settings = get_settings()
-# Class-level on the model service, so `bentoml build` packs the model into the bento.
+# Class-level on the service, so `bentoml build` packs the model into the bento.
 MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
-BUSY_STATUSES = {HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.TOO_MANY_REQUESTS}
-NEVER_RECYCLE = 2**31 - 1
-READY_PROBE_TIMEOUT_S = 2.0
-
-
-@bentoml.service(
-    name="kitchenware_model",
-    workers=settings.workers,
-    traffic={"timeout": settings.timeout_s},
-    # BentoML 1.4.39 recycles the front's connection pool every 100 requests and closes it
-    # under requests still in flight (measured: 14 of 320 answered 500 at 32 concurrent).
-    runner_connection={"max_requests": NEVER_RECYCLE, "max_age": float(NEVER_RECYCLE)},
-)
-class KitchenwareModel:
-    """The model behind the front service: a batch of images in, probabilities out."""
-
-    bento_model = MODEL_REFERENCE
-
-    def __init__(self) -> None:
-        served = locate_model(MODEL_REFERENCE)
-        self.classifier = load_backend(served.path, settings.backend)
-        self.classifier.warm_up()  # the server turns ready only after this
-
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
-    )
-    async def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (n, size, size, 3) RGB -> float32 (n, classes) probabilities."""
-        batch = np.asarray(images, dtype=np.float32)
-        # In a thread, so the batcher keeps queueing requests while the model runs.
-        return await anyio.to_thread.run_sync(self.classifier.predict_arrays, batch)
+logger = logging.getLogger("kitchenware.service")
+# BentoML leaves the root logger at WARNING; the backend choice and gate skips are INFO.
+logging.getLogger("kitchenware").setLevel(logging.INFO)
 
 
 @bentoml.service(
     name="kitchenware",
+    workers=settings.workers,
     traffic={"timeout": settings.timeout_s},
-    # BentoML's own probe of the model service can hang a /readyz sent during start-up
-    # until the request timeout (then 500); __is_ready__ below asks with a deadline.
-    runner_probe={"enabled": False},
     labels={"project": "kitchenware", "task": "image-classification"},
 )
 class Kitchenware:
     """Classify kitchenware photos (cup, glass, plate, spoon, fork, knife)."""
 
-    model = bentoml.depends(KitchenwareModel)
+    bento_model = MODEL_REFERENCE
 
     def __init__(self) -> None:
         self.served: ServedModel = locate_model(MODEL_REFERENCE)
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+        # Load in a thread: BentoML starts answering HTTP only after __init__ returns, and a
+        # /readyz probe must get a prompt 503 while the model loads, not hang.
+        self.loaded = threading.Event()
+        self.load_error: BaseException | None = None
+        threading.Thread(target=self._load, name="kitchenware-model-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            backend = load_backend(self.served.path, settings.backend)
+            backend.warm_up()  # the server turns ready only after this
+        except BaseException as exc:
+            self.load_error = exc
+            logger.exception("loading %s failed", self.served.tag)
+            raise
+        self.backend: Backend = backend
+        self.runtime = backend.runtime_info()
+        record_runtime(self.runtime, self.served.tag)
+        logger.info(
+            "serving %s with backend %s (%s)",
+            self.served.tag,
+            backend.name,
+            ", ".join(f"{k}={v}" for k, v in self.runtime.items() if k != "backend"),
+        )
+        self.batcher = MicroBatcher(
+            backend.predict_arrays,
+            max_batch_size=settings.max_batch_size,
+            max_latency_ms=settings.max_latency_ms,
+        )
+        self.loaded.set()
 
     async def __is_ready__(self) -> bool:
-        """Ready once the model service answers its /readyz (model loaded and warmed up)."""
-        probe = getattr(self.model, "is_ready", None)
-        if probe is None:  # in-process: the model service object exists, so it is loaded
-            return True
-        try:
-            return bool(await asyncio.wait_for(probe(1), timeout=READY_PROBE_TIMEOUT_S))
-        except Exception:  # unreachable or still starting: not ready yet
-            return False
+        """Ready once the model is loaded and warmed up."""
+        return self.loaded.is_set()
 
-    async def _classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
-        """Probabilities from the model service, or a 503 when its queue is full."""
-        for attempt in (1, 2):
-            try:
-                return np.asarray(await self.model.predict(batch))
-            except BentoMLException as exc:
-                if exc.error_code not in BUSY_STATUSES:
-                    raise
-                break
-            except aiohttp.ClientConnectionError:
-                # A pooled keep-alive connection the model server just closed: retry once
-                # (predict has no side effects), then treat it as unavailable.
-                if attempt == 2:
-                    break
-        BUSY_REJECTIONS.inc()
-        return busy_response(settings.retry_after_s)
+    async def classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
+        """Probabilities for uint8 (n, size, size, 3) arrays, or a 503 when the queue is full."""
+        if not self.loaded.is_set():  # a request during start-up waits for the model
+            await anyio.to_thread.run_sync(self.loaded.wait, float(settings.timeout_s))
+        if not self.loaded.is_set():
+            state = "failed to load; see the server log" if self.load_error else "still loading"
+            return busy_response(settings.retry_after_s, f"The model is {state}. Retry later.")
+        try:
+            return await self.batcher.submit(batch.astype(np.float32))
+        except QueueFull:
+            BUSY_REJECTIONS.inc()
+            return busy_response(settings.retry_after_s)
 
     async def _run(
         self, paths: list[Path], field: str, ctx: bentoml.Context, *, indexed: bool
@@ -136,11 +126,13 @@ class Kitchenware:
         )
         if failures:
             return decode_failure_response(failures)
-        probabilities = await self._classify_arrays(batch)
+        probabilities = await self.classify_arrays(batch)
         if isinstance(probabilities, JSONResponse):
             return probabilities
         return [
-            classification(row, meta, self.served.tag, settings.top_k, upload.filename)
+            classification(
+                row, meta, self.served.tag, settings.top_k, upload.filename, self.backend.name
+            )
             for row, upload in zip(probabilities, uploads, strict=True)
         ]
 
@@ -161,7 +153,9 @@ class Kitchenware:
         results = await self._run(images, "images", ctx, indexed=True)
         if isinstance(results, JSONResponse):
             return _with_status(ctx, results)
-        return BatchClassification(model=self.served.tag, count=len(results), results=results)
+        return BatchClassification(
+            model=self.served.tag, runtime=self.backend.name, count=len(results), results=results
+        )
 
 
 def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 Uses the BentoML 1.4 API (`bentoml.models.create`), not the deprecated `bentoml.keras`.
 A model is a directory holding `model.keras` and `metadata.json`; the same pair is what
-`saved_model/` ships and what `export_model` writes.
+`saved_model/` ships and what `export_model` writes. OpenVINO artifacts made at import
+(`openvino/`, `runtimes.json`, see core/artifacts) travel with it into the store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchenware import MODEL_NAME
+from kitchenware.core.artifacts import OPENVINO_DIR, RUNTIMES_FILENAME
 from kitchenware.core.files import file_sha256
 from kitchenware.core.metadata import (
     METADATA_FILENAME,
@@ -49,7 +51,20 @@ def save_model_dir(source_dir: Path, name: str = MODEL_NAME) -> str:
     ) as ref:
         shutil.copy2(model_file, ref.path_of(MODEL_FILENAME))
         write_metadata(metadata, Path(ref.path))
+        copy_runtime_artifacts(source_dir, Path(ref.path))
     return str(ref.tag)
+
+
+def copy_runtime_artifacts(source_dir: Path, target_dir: Path) -> list[str]:
+    """Copy the OpenVINO IR and runtimes.json made at import (core/conversion), if any."""
+    copied = []
+    if (source_dir / OPENVINO_DIR).is_dir():
+        shutil.copytree(source_dir / OPENVINO_DIR, target_dir / OPENVINO_DIR)
+        copied.append(OPENVINO_DIR)
+    if (source_dir / RUNTIMES_FILENAME).is_file():
+        shutil.copy2(source_dir / RUNTIMES_FILENAME, target_dir / RUNTIMES_FILENAME)
+        copied.append(RUNTIMES_FILENAME)
+    return copied
 
 
 def export_model(model: Any, metadata: ModelMetadata, directory: Path) -> Path:
@@ -87,8 +102,12 @@ def import_model_dir(source_dir: Path, name: str = MODEL_NAME) -> tuple[str, boo
             f"No {METADATA_FILENAME} beside {model_file}: the model needs its metadata."
         )
     existing = find_imported(file_sha256(model_file), name)
-    if existing is not None:
-        return existing, False
+    brings_artifacts = (source_dir / RUNTIMES_FILENAME).is_file()
+    if existing is not None and (
+        not brings_artifacts or (model_dir(existing) / RUNTIMES_FILENAME).is_file()
+    ):
+        return existing, False  # a stored copy without runtime artifacts gets a new entry
+
     return save_model_dir(source_dir, name), True
 
 

@@ -27,3 +27,29 @@ BUSY_REJECTIONS = bentoml.metrics.Counter(
 
 def count_rejection(reason: str) -> None:
     REJECTED_UPLOADS.labels(reason=reason).inc()
+
+
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="kitchenware_batch_size",
+    documentation="Images per model call (the in-process batcher merges concurrent requests).",
+    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64),
+)
+INFERENCE_SECONDS = bentoml.metrics.Histogram(
+    name="kitchenware_inference_seconds",
+    documentation="Time of one model call (one batch).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+# An info metric as Prometheus does it: constant 1, the facts in the labels (prometheus_client's
+# Info type does not work in the multiprocess mode `bentoml serve` runs in).
+RUNTIME_LABELS = ("backend", "runtime", "precision", "performance_hint", "streams", "threads")
+RUNTIME_INFO = bentoml.metrics.Gauge(
+    name="kitchenware_runtime_info",
+    documentation="The inference backend serving the model: name, precision, streams, threads.",
+    labelnames=[*RUNTIME_LABELS, "model"],
+    multiprocess_mode="max",
+)
+
+
+def record_runtime(info: dict[str, str], model_tag: str) -> None:
+    labels = {key: info.get(key, "") for key in RUNTIME_LABELS}
+    RUNTIME_INFO.labels(**labels, model=model_tag).set(1)

@@ -34,6 +34,9 @@ class Classification(BaseModel):
     probabilities: dict[str, float] = Field(description="Probability of every class.")
     top_k: list[LabelScore] = Field(description="The most probable classes, best first.")
     model: str = Field(description="Tag of the model that answered.")
+    runtime: str | None = Field(
+        None, description="Inference backend that answered, e.g. openvino-int8 or tensorflow."
+    )
     filename: str | None = Field(None, description="The uploaded file's name, if it had one.")
 
 
@@ -41,6 +44,7 @@ class BatchClassification(BaseModel):
     """The answers for a batch, one per image in request order."""
 
     model: str
+    runtime: str | None = None
     count: int
     results: list[Classification]
 
@@ -150,6 +154,7 @@ def classification(
     model_tag: str,
     top_k: int,
     filename: str | None = None,
+    runtime: str | None = None,
 ) -> Classification:
     """One row of model output -> the response for that image."""
     scores = [float(p) for p in probabilities]
@@ -165,14 +170,18 @@ def classification(
             LabelScore(label=metadata.class_names[i], probability=scores[i]) for i in order[:top_k]
         ],
         model=model_tag,
+        runtime=runtime,
         filename=filename,
     )
 
 
-def busy_response(retry_after_s: int) -> JSONResponse:
+QUEUE_FULL = "The server is busy: the inference queue is full. Retry in a few seconds."
+
+
+def busy_response(retry_after_s: int, message: str = QUEUE_FULL) -> JSONResponse:
     return JSONResponse(
         {
-            "error": "The server is busy: the inference queue is full. Retry in a few seconds.",
+            "error": message,
             "reason": "busy",
             "retry_after_s": retry_after_s,
         },

@@ -114,8 +114,8 @@ def test_concurrent_single_requests_are_batched_without_errors(server: ServedSer
 
 def _batch_histogram(server: ServedService) -> tuple[float, float]:
     text = httpx.get(f"{server.url}/metrics").text
-    total = re.search(r"^bentoml_service_adaptive_batch_size_sum\{[^}]*\} (\S+)$", text, re.M)
-    count = re.search(r"^bentoml_service_adaptive_batch_size_count\{[^}]*\} (\S+)$", text, re.M)
+    total = re.search(r"^kitchenware_batch_size_sum (\S+)$", text, re.M)
+    count = re.search(r"^kitchenware_batch_size_count (\S+)$", text, re.M)
     return (float(total[1]) if total else 0.0, float(count[1]) if count else 0.0)
 
 

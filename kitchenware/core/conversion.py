@@ -1,0 +1,287 @@
+"""Keras model -> OpenVINO IR (fp32, NNCF int8), gated against the Keras fp32 model.
+
+Runs at import/build time (TensorFlow, OpenVINO and NNCF all loaded), never at serving
+start. Path: `model.keras` -> `model.export()` (SavedModel) -> `openvino.convert_model`
+-> dynamic batch -> fp32 IR; `nncf.quantize` of that IR on calibration images -> int8 IR.
+NNCF 3.x quantizes OpenVINO models only (its TensorFlow backend is gone).
+
+Calibration and gate images are passed in as arrays (core never imports training): for the
+published model, random crops of its real photos, from disjoint photos; for a model trained
+here, its training split (calibration) and validation split (gate).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kitchenware.core.artifacts import (
+    OPENVINO_BF16,
+    OPENVINO_DIR,
+    OPENVINO_FP32,
+    OPENVINO_INT8,
+    PRECISION_OF_BACKEND,
+    ArtifactRecord,
+    GateResult,
+    RuntimeManifest,
+    gate_result,
+    write_manifest,
+)
+from kitchenware.core.metadata import MODEL_FILENAME, read_metadata
+from kitchenware.core.openvino_runtime import compile_ir, cpu_supports_bf16, ir_path
+from kitchenware.core.preprocessing import decode_image, to_model_input
+
+ALL_OPENVINO = (OPENVINO_FP32, OPENVINO_BF16, OPENVINO_INT8)
+GATE_BATCH = 16
+
+
+@dataclass
+class ImageSet:
+    """Images (n, size, size, 3) float32 in [0, 255], optional labels, and where they came from."""
+
+    images: np.ndarray
+    labels: list[int | None] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images, dtype=np.float32)
+        if self.images.ndim != 4 or not len(self.images):
+            raise ValueError(
+                f"An image set needs (n, size, size, 3) images, got {self.images.shape}."
+            )
+        count = len(self.images)
+        self.labels = self.labels or [None] * count
+        self.names = self.names or [f"image[{i}]" for i in range(count)]
+        if len(self.labels) != count or len(self.names) != count:
+            raise ValueError("An image set needs one label (or None) and one name per image.")
+
+    def summary(self) -> dict[str, Any]:
+        labelled = sum(label is not None for label in self.labels)
+        return {**self.description, "images": len(self.images), "labelled": labelled}
+
+
+def random_crops(
+    photos: Sequence[Path], per_photo: int, image_size: int, seed: int, *, include_whole: bool
+) -> tuple[np.ndarray, list[str]]:
+    """Random square-ish crops (40-100 % of the short side) of real photos, model-sized.
+
+    Uses the shared decode (so the pixels are the ones serving sees) and the model's resize.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arrays, names = [], []
+    for photo in photos:
+        image = decode_image(Path(photo).read_bytes(), name=str(photo))
+        if include_whole:
+            arrays.append(to_model_input(image, image_size))
+            names.append(Path(photo).name)
+        width, height = image.size
+        for index in range(per_photo):
+            side = int(min(width, height) * rng.uniform(0.4, 1.0))
+            aspect = rng.uniform(0.8, 1.25)
+            w, h = min(width, int(side * aspect)), min(height, int(side / aspect))
+            x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            crop = image.crop((x, y, x + w, y + h))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            arrays.append(to_model_input(crop, image_size))
+            names.append(f"{Path(photo).name}#crop{index}")
+    return np.stack(arrays), names
+
+
+def photo_sets(
+    photos: Sequence[Path],
+    labels: dict[str, int],
+    image_size: int,
+    *,
+    calibration_per_photo: int = 6,
+    gate_per_photo: int = 12,
+    seed: int = 0,
+) -> tuple[ImageSet, ImageSet]:
+    """Calibration and gate sets from real photos: different random crops for each.
+
+    `labels` maps a photo's file name to its class index. The gate also holds every photo
+    whole, labelled ones with their label (for the "no labelled photo lost" rule); crops
+    stay unlabelled (a crop may miss the object).
+    """
+    calibration, calibration_names = random_crops(
+        photos, calibration_per_photo, image_size, seed, include_whole=False
+    )
+    gate_images, gate_names = random_crops(
+        photos, gate_per_photo, image_size, seed + 1, include_whole=True
+    )
+    source = {"photos": len(photos), "labelled_photos": len(labels)}
+    return (
+        ImageSet(
+            calibration,
+            names=calibration_names,
+            description={"source": "random crops of real photos", **source, "seed": seed},
+        ),
+        ImageSet(
+            gate_images,
+            labels=[labels.get(name) for name in gate_names],
+            names=gate_names,
+            description={
+                "source": "other random crops of the same photos + each photo whole",
+                **source,
+                "seed": seed + 1,
+            },
+        ),
+    )
+
+
+def _predict_in_batches(predict: Any, images: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [predict(images[i : i + GATE_BATCH]) for i in range(0, len(images), GATE_BATCH)]
+    )
+
+
+def convert_to_ir(model_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Keras model -> OpenVINO model with a dynamic batch; returns it and how it was made."""
+    import keras
+    import openvino as ov
+    import tensorflow as tf
+
+    metadata = read_metadata(model_dir)
+    size = metadata.image_size
+    started = time.perf_counter()
+    model = keras.models.load_model(model_dir / MODEL_FILENAME, compile=False)
+    with tempfile.TemporaryDirectory(prefix="kitchenware-savedmodel-") as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        ov_model = ov.convert_model(saved)
+    ov_model.reshape([-1, size, size, 3])
+    return ov_model, {
+        "steps": "model.keras -> keras export (SavedModel) -> openvino.convert_model",
+        "input_shape": [-1, size, size, 3],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "openvino": ov.get_version().split("-")[0],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def quantize_int8(ov_model: Any, calibration: ImageSet) -> tuple[Any, dict[str, Any]]:
+    """NNCF post-training quantization (PERFORMANCE preset: symmetric int8 for VNNI)."""
+    import nncf
+
+    started = time.perf_counter()
+    images = calibration.images
+    dataset = nncf.Dataset(list(range(len(images))), lambda i: images[i : i + 1])
+    quantized = nncf.quantize(
+        ov_model,
+        dataset,
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(images),
+    )
+    return quantized, {
+        "steps": "nncf.quantize of the fp32 IR (post-training, preset PERFORMANCE)",
+        "nncf": nncf.__version__,
+        "calibration": calibration.summary(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _save_ir(ov_model: Any, path: Path) -> None:
+    import openvino as ov
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # compress_to_fp16 defaults to True: keep fp32 weights, the gate measures the real thing.
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+
+
+def reference_probabilities(model_dir: Path, gate: ImageSet) -> np.ndarray:
+    """The Keras fp32 model's output on the gate set: what every artifact is compared with."""
+    from kitchenware.core.inference import Classifier
+
+    classifier = Classifier.load(model_dir)
+    return _predict_in_batches(classifier.predict_arrays, gate.images)
+
+
+def build_runtime_artifacts(
+    model_dir: Path | str,
+    calibration: ImageSet,
+    gate: ImageSet,
+    *,
+    backends: Sequence[str] = ALL_OPENVINO,
+    min_agreement: float | None = None,
+    log: Any = print,
+) -> RuntimeManifest:
+    """Write the OpenVINO IRs and runtimes.json into `model_dir` (an exported model dir).
+
+    Every backend is gated against the Keras fp32 model on `gate`; a failing one stays in
+    the manifest with its numbers (and `auto` skips it). Replaces earlier artifacts.
+    """
+    import nncf
+    import openvino as ov
+
+    model_dir = Path(model_dir)
+    gate_args = {} if min_agreement is None else {"min_agreement": min_agreement}
+    shutil.rmtree(model_dir / OPENVINO_DIR, ignore_errors=True)
+    reference = reference_probabilities(model_dir, gate)
+    fp32_model, conversion = convert_to_ir(model_dir)
+    _save_ir(fp32_model, ir_path(model_dir, OPENVINO_FP32))
+    log(f"converted {model_dir / MODEL_FILENAME} to OpenVINO IR in {conversion['seconds']} s")
+
+    made_by: dict[str, dict[str, Any]] = {}
+    if OPENVINO_FP32 in backends or OPENVINO_BF16 in backends:
+        made_by[OPENVINO_FP32] = made_by[OPENVINO_BF16] = conversion
+    if OPENVINO_INT8 in backends:
+        int8_model, quantization = quantize_int8(fp32_model, calibration)
+        _save_ir(int8_model, ir_path(model_dir, OPENVINO_INT8))
+        made_by[OPENVINO_INT8] = {"from": conversion, **quantization}
+        log(f"quantized to int8 on {len(calibration.images)} images in {quantization['seconds']} s")
+
+    manifest = RuntimeManifest(
+        reference=f"Keras fp32 ({MODEL_FILENAME}) through TensorFlow",
+        gate_set=gate.summary(),
+        calibration_set=calibration.summary(),
+        versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    for backend in backends:
+        result = _gate_backend(model_dir, backend, reference, gate, gate_args)
+        log(result.reason)
+        manifest.artifacts[backend] = ArtifactRecord(
+            backend=backend,
+            ir_path=str(ir_path(model_dir, backend).relative_to(model_dir)),
+            made_by={**made_by[backend], "precision_hint": PRECISION_OF_BACKEND[backend]},
+            gate=result,
+        )
+    write_manifest(manifest, model_dir)
+    return manifest
+
+
+def _gate_backend(
+    model_dir: Path,
+    backend: str,
+    reference: np.ndarray,
+    gate: ImageSet,
+    gate_args: dict[str, float],
+) -> GateResult:
+    if backend == OPENVINO_BF16 and not cpu_supports_bf16():
+        return GateResult(
+            backend=backend,
+            passed=False,
+            reason=f"{backend} skipped: this CPU has no native bf16 (it would run as f32).",
+            images=0,
+            top1_agreement=0.0,
+            max_abs_probability_diff=0.0,
+        )
+    compiled = compile_ir(ir_path(model_dir, backend), PRECISION_OF_BACKEND[backend])
+    request = compiled.create_infer_request()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.array(request.infer({0: batch})[compiled.output(0)])
+
+    candidate = _predict_in_batches(predict, gate.images)
+    return gate_result(backend, reference, candidate, gate.labels, gate.names, **gate_args)

@@ -1,0 +1,127 @@
+"""Serving a model's OpenVINO IR on the CPU: what `openvino-fp32/-bf16/-int8` load.
+
+Imports openvino only (no TensorFlow, no NNCF): a serving process with an OpenVINO backend
+stays at ~200 MB instead of TensorFlow's ~1 GB. The IR was made at import/build time by
+`kitchenware.core.conversion`; here it is only read and compiled.
+
+On a CPU with BF16 the plugin picks bf16 unless told otherwise, so every backend asks for
+its precision explicitly (`INFERENCE_PRECISION_HINT`) and reports what the plugin chose.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kitchenware.core.artifacts import (
+    IR_FILENAME,
+    IR_OF_BACKEND,
+    OPENVINO_DIR,
+    PRECISION_OF_BACKEND,
+)
+from kitchenware.core.metadata import ModelMetadata, read_metadata
+
+# LATENCY = one stream using every core for each call: the service batches requests
+# itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).
+DEFAULT_PERFORMANCE_HINT = os.environ.get("KITCHENWARE_OPENVINO_HINT", "LATENCY")
+
+
+def ir_path(model_dir: Path | str, backend: str) -> Path:
+    return Path(model_dir) / OPENVINO_DIR / IR_OF_BACKEND[backend] / IR_FILENAME
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU plugin can run bf16 natively (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in [str(item) for item in capabilities]
+
+
+def compile_ir(path: Path, precision: str, performance_hint: str = DEFAULT_PERFORMANCE_HINT) -> Any:
+    """Read and compile an IR for the CPU with an explicit precision."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": performance_hint, "INFERENCE_PRECISION_HINT": precision}
+    return core.compile_model(core.read_model(path), "CPU", config)
+
+
+@dataclass
+class OpenVinoClassifier:
+    """An IR compiled for the CPU; one inference request, called from one thread at a time."""
+
+    name: str
+    metadata: ModelMetadata
+    compiled: Any
+    _request: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str,
+        backend: str,
+        performance_hint: str = DEFAULT_PERFORMANCE_HINT,
+    ) -> OpenVinoClassifier:
+        path = ir_path(model_dir, backend)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No {backend} artifact at {path}: build it with "
+                "`python build_bento_from_saved.py --import-only` (conversion runs at import)."
+            )
+        metadata = read_metadata(Path(model_dir))
+        compiled = compile_ir(path, PRECISION_OF_BACKEND[backend], performance_hint)
+        return cls(name=backend, metadata=metadata, compiled=compiled)
+
+    def __post_init__(self) -> None:
+        self._request = self.compiled.create_infer_request()
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.metadata.image_size
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) float32 in [0, 255] -> (n, classes) probabilities."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        outputs = self._request.infer({0: batch})
+        return np.array(outputs[self.compiled.output(0)], dtype=np.float32)
+
+    def runtime_info(self) -> dict[str, str]:
+        import openvino as ov
+
+        def prop(key: str) -> str:
+            try:
+                return str(self.compiled.get_property(key))
+            except RuntimeError:
+                return "?"
+
+        return {
+            "backend": self.name,
+            "runtime": f"openvino {ov.get_version().split('-')[0]}",
+            # int8 kernels run where NNCF put quantize ops; the rest runs in this precision.
+            "precision": _short_type(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "performance_hint": prop("PERFORMANCE_HINT"),
+            "streams": prop("NUM_STREAMS"),
+            "threads": prop("INFERENCE_NUM_THREADS"),
+        }
+
+    def warm_up(self) -> None:
+        """First calls build the CPU kernels for each shape: batch 1 and a small batch."""
+        size = self.image_size
+        for n in (1, 2):
+            self.predict_arrays(np.zeros((n, size, size, 3), dtype=np.float32))
+
+
+def _short_type(element_type: Any) -> str:
+    """OpenVINO's element type as f32 / bf16 / f16 (its str() is "<Type: 'float32'>")."""
+    return str(element_type.get_type_name())
