@@ -74,7 +74,9 @@ class Kitchenware:
 
     def _load(self) -> None:
         try:
-            backend = load_backend(self.served.path, settings.backend)
+            backend = load_backend(
+                self.served.path, settings.backend, allow_failed_gate=settings.allow_failed_gate
+            )
             backend.warm_up()  # the server turns ready only after this
         except BaseException as exc:
             self.load_error = exc

@@ -23,6 +23,9 @@ class ServiceSettings(BaseSettings):
         "auto",
         description="Inference backend (kitchenware.core.backends); auto: fastest gated one.",
     )
+    allow_failed_gate: bool = Field(
+        False, description="Serve a named backend even if it failed the accuracy gate (benchmarks)."
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest request body.")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Largest width x height.")
     max_batch_files: int = Field(64, ge=1, description="Most images in one /classify_batch.")
