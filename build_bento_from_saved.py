@@ -24,6 +24,10 @@ REAL, DEMO = "real", "demo"
 MODELS = (REAL, DEMO)
 
 
+RUNTIMES = ("openvino", "tensorflow")
+BENTOFILES = {"openvino": "bentofile.yaml", "tensorflow": "bentofile-tensorflow.yaml"}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -45,7 +49,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--import-only", action="store_true", help="import into the store, do not build a bento"
     )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="openvino",
+        help="openvino: the default TensorFlow-free bento (bentofile.yaml); tensorflow: "
+        "bentofile-tensorflow.yaml",
+    )
     return parser.parse_args(argv)
+
+
+def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
+    """Import a model folder with its OpenVINO IR, made here and gated on the real photos.
+
+    The gate compares each artifact with the Keras model; the published model's 18 real
+    photos serve as calibration and gate images for any kitchenware model (a training run
+    can pass its own splits to kitchenware.core.conversion.build_runtime_artifacts).
+    """
+    import shutil
+    import tempfile
+
+    from kitchenware.core.artifacts import RUNTIMES_FILENAME
+    from kitchenware.core.conversion import photo_artifacts_hook
+    from kitchenware.core.files import file_sha256
+    from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
+    from kitchenware.core.pretrained import real_photos
+    from kitchenware.core.store import find_imported, import_model_dir, model_dir
+
+    if not (folder / MODEL_FILENAME).is_file():
+        return import_model_dir(folder)  # its one-sentence error
+    existing = find_imported(file_sha256(folder / MODEL_FILENAME))
+    if existing is not None and (model_dir(existing) / RUNTIMES_FILENAME).is_file():
+        return existing, False
+    photos = real_photos()
+    paths = [photos.path(photo_id) for photo_id in photos.ids]
+    with tempfile.TemporaryDirectory(prefix="kitchenware-convert-") as scratch:
+        work = Path(scratch) / "model"
+        work.mkdir()
+        for name in (MODEL_FILENAME, METADATA_FILENAME):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, work / name)
+        photo_artifacts_hook(paths, photos.labels, log=print)(work)
+        return import_model_dir(work)
 
 
 def import_model(args: argparse.Namespace) -> tuple[str, bool, str]:
@@ -54,7 +99,9 @@ def import_model(args: argparse.Namespace) -> tuple[str, bool, str]:
         from kitchenware.core.store import import_model_dir
 
         folder = args.model_dir or PROJECT_DIR / "saved_model"
-        return (*import_model_dir(folder), str(folder))
+        if args.runtime == "tensorflow":
+            return (*import_model_dir(folder), str(folder))
+        return (*import_with_runtime_artifacts(folder), str(folder))
     from kitchenware.core.pretrained import (
         REQUIREMENT,
         PretrainedError,
@@ -91,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import bentoml
 
     bento = bentoml.bentos.build_bentofile(
-        str(PROJECT_DIR / "bentofile.yaml"), build_ctx=str(PROJECT_DIR)
+        str(PROJECT_DIR / BENTOFILES[args.runtime]), build_ctx=str(PROJECT_DIR)
     )
     tag = str(bento.tag)
     print(

@@ -50,12 +50,12 @@ def running_server(
         yield RunningServer(name, base_url, process, LOG_DIR / f"{name}.log", ready_s)
 
 
-def bentoml_command(port: int) -> list[str]:
+def bentoml_command(port: int, target: str = "service:Kitchenware") -> list[str]:
     bentoml = Path(sys.executable).with_name("bentoml")
     return [
         str(bentoml),
         "serve",
-        "service:Kitchenware",
+        target,
         "--host",
         "127.0.0.1",
         "--port",
@@ -69,6 +69,7 @@ def running_service(
     bentoml_home: Path,
     settings_env: dict[str, str] | None = None,
     name: str = "service",
+    target: str = "service:Kitchenware",
 ) -> Iterator[RunningServer]:
     """`bentoml serve` of this project's service with KITCHENWARE_* overrides."""
     port = free_port()
@@ -78,7 +79,7 @@ def running_service(
         "BENTOML_DO_NOT_TRACK": "True",
         **(settings_env or {}),
     }
-    with running_server(name, bentoml_command(port), port, "/readyz", env) as server:
+    with running_server(name, bentoml_command(port, target), port, "/readyz", env) as server:
         yield server
 
 

