@@ -43,11 +43,23 @@ class ServiceSettings(BaseSettings):
     max_batch_size: int = Field(32, ge=2, description="Most images per model call.")
     # 60 s: 3 s answered most c=32 requests 503; 15 s held when quiet, not under load.
     max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
-    # 1: two workers were no faster on 2 cores and doubled p99 and memory (RESULTS.md).
-    workers: int = Field(1, ge=1, description="Service worker processes.")
+    # 2: one process per worker since the in-process batcher; at 16 clients 2 workers
+    # answered 1.5x the requests of 1 and a killed worker no longer stops the service
+    # (RESULTS.md, "Reliability"). Each worker holds its own model (memory x2).
+    workers: int = Field(2, ge=1, description="Service worker processes.")
     timeout_s: int = Field(120, ge=1, description="Request timeout in seconds.")
     retry_after_s: int = Field(
-        2, ge=1, description="Retry-After seconds sent with a 503 when the queue is full."
+        2, ge=1, description="Retry-After seconds sent with a 429/503 under overload."
+    )
+    # Overload (kitchenware/serving/overload.py): 24 in flight is ~2 s of queue per worker
+    # at the ~12 req/s one worker answered (RESULTS.md, "Reliability").
+    max_in_flight: int = Field(
+        24, ge=1, description="Requests one worker runs at once; the next one gets a 429."
+    )
+    # uvicorn closed idle connections after 5 s, racing pooled clients (server_options.py).
+    keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connection lifetime.")
+    graceful_shutdown_s: int = Field(
+        20, ge=1, description="On SIGTERM, how long in-flight requests may still run."
     )
     # The feedback loop (kitchenware/serving/feedback.py, explain.py, predictionlog.py).
     feedback_url: str = Field(
