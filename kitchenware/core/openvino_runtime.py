@@ -24,6 +24,7 @@ from kitchenware.core.artifacts import (
     PRECISION_OF_BACKEND,
 )
 from kitchenware.core.metadata import ModelMetadata, read_metadata
+from kitchenware.core.preprocessing import PREPROCESSING_NAME
 
 # LATENCY = one stream using every core for each call: the service batches requests
 # itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).
@@ -74,6 +75,11 @@ class OpenVinoClassifier:
                 "`python build_bento_from_saved.py --import-only` (conversion runs at import)."
             )
         metadata = read_metadata(Path(model_dir))
+        if metadata.preprocessing != PREPROCESSING_NAME:
+            raise ValueError(
+                f"Model in {model_dir} was made with preprocessing {metadata.preprocessing!r}, "
+                f"but this code implements {PREPROCESSING_NAME!r}."
+            )
         compiled = compile_ir(path, PRECISION_OF_BACKEND[backend], performance_hint)
         return cls(name=backend, metadata=metadata, compiled=compiled)
 
