@@ -33,6 +33,7 @@ from kitchenware.serving.responses import (
     BatchClassification,
     Classification,
     ServedModel,
+    Upload,
     busy_response,
     classification,
     decode_failure_response,
@@ -41,6 +42,13 @@ from kitchenware.serving.responses import (
     uploads_from,
 )
 from kitchenware.serving.settings import get_settings
+from kitchenware.serving.tasks import (
+    TASK_ROUTE,
+    TaskLimits,
+    TaskRoutes,
+    classify_task,
+    task_uploads,
+)
 from kitchenware.serving.uploads import FileField, UploadGate
 
 settings = get_settings()
@@ -131,12 +139,25 @@ class Kitchenware:
         probabilities = await self.classify_arrays(batch)
         if isinstance(probabilities, JSONResponse):
             return probabilities
+        return self._results(probabilities, uploads)
+
+    def _results(self, probabilities: np.ndarray, uploads: list[Upload]) -> list[Classification]:
         return [
             classification(
-                row, meta, self.served.tag, settings.top_k, upload.filename, self.backend.name
+                row,
+                self.served.metadata,
+                self.served.tag,
+                settings.top_k,
+                upload.filename,
+                self.backend.name,
             )
             for row, upload in zip(probabilities, uploads, strict=True)
         ]
+
+    def _batch(self, results: list[Classification]) -> BatchClassification:
+        return BatchClassification(
+            model=self.served.tag, runtime=self.backend.name, count=len(results), results=results
+        )
 
     @bentoml.api(route="/classify", output_spec=Classification)
     async def classify(self, image: Path, ctx: bentoml.Context) -> Classification | JSONResponse:
@@ -155,9 +176,35 @@ class Kitchenware:
         results = await self._run(images, "images", ctx, indexed=True)
         if isinstance(results, JSONResponse):
             return _with_status(ctx, results)
-        return BatchClassification(
-            model=self.served.tag, runtime=self.backend.name, count=len(results), results=results
+        return self._batch(results)
+
+    @bentoml.task(route=TASK_ROUTE, output_spec=BatchClassification)
+    async def classify_batch_async(
+        self, images: list[Path], ctx: bentoml.Context
+    ) -> BatchClassification | JSONResponse:
+        """A big batch in the background: repeated file field `images` holding photos and/or
+        zip files of photos. POST /classify_batch_async/submit answers a task_id at once;
+        GET /classify_batch_async/status?task_id= tells its state, and
+        /classify_batch_async/get?task_id= then returns the /classify_batch answer (request
+        order, zip members in archive order). Results live in this server process until it
+        restarts."""
+        limits = TaskLimits(
+            max_files=settings.max_task_files,
+            max_unzipped_bytes=settings.max_task_unzipped_bytes,
+            max_pixels=settings.max_image_pixels,
+            chunk_size=settings.max_batch_size,
         )
+        done = await classify_task(
+            task_uploads(images, ctx.request),
+            limits,
+            self.served.metadata.image_size,
+            self.classify_arrays,
+            self.decode_limiter,
+        )
+        if isinstance(done, JSONResponse):
+            return _with_status(ctx, done)
+        uploads, probabilities = done
+        return self._batch(self._results(probabilities, uploads))
 
 
 def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
@@ -176,7 +223,17 @@ cast("bentoml.Service[Kitchenware]", Kitchenware).add_asgi_middleware(
             max_files=settings.max_batch_files,
             limit_setting="KITCHENWARE_MAX_BATCH_FILES",
         ),
+        **{
+            route: FileField(
+                "images",
+                max_files=settings.max_task_files,
+                limit_setting="KITCHENWARE_MAX_TASK_FILES",
+            )
+            for route in (TASK_ROUTE, f"{TASK_ROUTE}/submit")
+        },
     },
     max_upload_bytes=settings.max_upload_bytes,
     on_reject=count_rejection,
 )
+# Added after UploadGate, so it runs inside it and sees the client file names it recorded.
+cast("bentoml.Service[Kitchenware]", Kitchenware).add_asgi_middleware(TaskRoutes)
