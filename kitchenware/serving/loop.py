@@ -81,6 +81,11 @@ class FeedbackLoop:
             logger.exception("feedback store unavailable; /feedback will answer 503")
         docspage.RUNTIME.update(model=model_tag, classes=self.class_names, backend=backend)
 
+    def set_backend(self, backend: str) -> None:
+        """Once the model has loaded: the backend that answers (auto resolves then)."""
+        self.backend = backend
+        docspage.RUNTIME["backend"] = backend
+
     # -- /classify ------------------------------------------------------------------------
 
     def record(
