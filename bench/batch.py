@@ -1,15 +1,18 @@
 """Batch scoring throughput: predict.py's local engine vs the raw model vs a naive loop.
 
-One run, interleaved round by round so all three see the same background load:
+One run. The files are cut into rounds; in each round the three measure in turn on that
+round's files, so all three see the same background load, and each rate is the total over
+all rounds (images / seconds):
 - raw: the backend's own `predict_arrays` on already-decoded arrays, batch B (the ceiling);
 - engine: `kitchenware.batch.run.score` on the files (what predict.py does: parallel decode,
   batched inference, the journal, the final CSV), same backend, same batch size;
 - naive: per file, read + preprocess + Keras `model.predict(x[None])` (what the seed
-  projects do), on a subset (it is slow).
+  projects do), on the first few files of each round (it is slow).
 
 The files are the package's 18 real Kaggle photos (~750x1000 JPEGs), copied to N files.
+The engine and the raw rate share one loaded backend (`score(..., backend=...)`).
 
-    .venv/bin/python bench/batch.py --copies 8 --rounds 2
+    .venv/bin/python bench/batch.py --openvino --rounds 8 --round-files 36
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,21 +33,24 @@ sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "out" / "batch"
 
 
-def photo_files(copies: int) -> list[Path]:
-    """The 18 real photos, each written `copies` times (distinct names) under bench/out."""
+def photo_rounds(rounds: int, per_round: int) -> list[list[Path]]:
+    """`rounds` folders of `per_round` files, cycling through the 18 real photos."""
     from kitchenware.core.pretrained import real_photos
 
     photos = real_photos()
-    folder = OUT / "photos"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    files = []
-    for copy in range(copies):
-        for photo_id in photos.ids:
-            target = folder / f"{photo_id}-{copy:02d}.jpg"
+    shutil.rmtree(OUT / "photos", ignore_errors=True)
+    folders = []
+    for index in range(rounds):
+        folder = OUT / "photos" / f"round-{index:02d}"
+        folder.mkdir(parents=True)
+        files = []
+        for number in range(per_round):
+            photo_id = photos.ids[(index * per_round + number) % len(photos.ids)]
+            target = folder / f"{number:03d}-{photo_id}.jpg"
             shutil.copyfile(photos.path(photo_id), target)
             files.append(target)
-    return files
+        folders.append(files)
+    return folders
 
 
 def default_model_dir() -> Path:
@@ -56,30 +61,55 @@ def default_model_dir() -> Path:
     return model_dir(import_pretrained().tag)
 
 
+def openvino_model_dir(source: Path) -> Path:
+    """A copy of `source` with gated OpenVINO artifacts (made once, as an import makes them)."""
+    from kitchenware.core.artifacts import read_manifest
+    from kitchenware.core.conversion import build_runtime_artifacts, photo_sets
+    from kitchenware.core.metadata import read_metadata
+    from kitchenware.core.pretrained import real_photos
+
+    target = OUT / "model-openvino"
+    if read_manifest(target) is not None:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    photos = real_photos()
+    metadata = read_metadata(target)
+    labels = {f"{i}.jpg": metadata.class_names.index(c) for i, c in photos.labels.items()}
+    calibration, gate = photo_sets(
+        [photos.path(i) for i in photos.ids], labels, metadata.image_size
+    )
+    build_runtime_artifacts(target, calibration, gate)
+    return target
+
+
 def measure_raw(backend: Any, arrays: np.ndarray, batch_size: int) -> float:
-    count = len(arrays)
+    """Seconds for the backend alone over already-decoded arrays, batch by batch."""
     started = time.perf_counter()
-    for start in range(0, count, batch_size):
+    for start in range(0, len(arrays), batch_size):
         backend.predict_arrays(arrays[start : start + batch_size])
-    return count / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
-def measure_engine(files: list[Path], model_dir: Path, backend: str, batch_size: int) -> dict:
+def measure_engine(
+    files: list[Path], model_dir: Path, backend: Any, name: str, batch_size: int
+) -> float:
+    """Seconds predict.py's scoring takes over the files (decode, infer, journal, CSV)."""
     from kitchenware.batch.inputs import discover
     from kitchenware.batch.local import LocalOptions
     from kitchenware.batch.run import RunOptions, score
 
-    out = OUT / "submission.csv"
     options = RunOptions(
-        out=out,
-        backend=backend,
+        out=OUT / "submission.csv",
+        backend=name,
         restart=True,
         progress=False,
         local=LocalOptions(batch_size=batch_size),
     )
-    summary = score(discover(str(files[0].parent)), model_dir, "bench", options)
-    assert not summary.failures, summary.failures
-    return {"rate": summary.rate, "seconds": summary.seconds, "backend": summary.backend}
+    started = time.perf_counter()
+    summary = score(discover(str(files[0].parent)), model_dir, "bench", options, backend)
+    assert not summary.failures and summary.scored == len(files), summary.lines()
+    return time.perf_counter() - started  # all of it, the final CSV included
 
 
 def measure_naive(files: list[Path], keras_model: Any, image_size: int) -> float:
@@ -89,7 +119,7 @@ def measure_naive(files: list[Path], keras_model: Any, image_size: int) -> float
     for path in files:
         x = preprocess_bytes(path.read_bytes(), image_size)
         keras_model.predict(x[None], verbose=0)
-    return len(files) / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -97,9 +127,12 @@ def main() -> int:
     parser.add_argument("--model-dir", type=Path, help="default: the published Xception")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--copies", type=int, default=8, help="copies of the 18 photos")
-    parser.add_argument("--naive-files", type=int, default=36)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--round-files", type=int, default=36, help="files per round")
+    parser.add_argument("--naive-files", type=int, default=9, help="naive loop files per round")
+    parser.add_argument(
+        "--openvino", action="store_true", help="add OpenVINO artifacts to a copy of the model"
+    )
     args = parser.parse_args()
 
     import keras
@@ -110,46 +143,57 @@ def main() -> int:
 
     load_start = os.getloadavg()
     model_dir = args.model_dir or default_model_dir()
-    files = photo_files(args.copies)
+    if args.openvino:
+        model_dir = openvino_model_dir(model_dir)
+    rounds = photo_rounds(args.rounds, args.round_files)
     backend = load_backend(model_dir, args.backend)
     backend.warm_up()
     size = backend.image_size
-    arrays = np.stack([preprocess_bytes(p.read_bytes(), size) for p in files])
     keras_model = keras.models.load_model(model_dir / MODEL_FILENAME, compile=False)
-    keras_model.predict(arrays[:1], verbose=0)
-    naive_files = files[: args.naive_files]
+    keras_model.predict(np.zeros((1, size, size, 3), np.float32), verbose=0)
 
-    rounds = []
-    for index in range(args.rounds):
+    seconds = {"raw": 0.0, "engine": 0.0, "naive": 0.0}
+    images = {"raw": 0, "engine": 0, "naive": 0}
+    per_round = []
+    for index, files in enumerate(rounds):
+        arrays = np.stack([preprocess_bytes(p.read_bytes(), size) for p in files])
         raw = measure_raw(backend, arrays, args.batch_size)
-        engine = measure_engine(files, model_dir, args.backend, args.batch_size)
-        naive = measure_naive(naive_files, keras_model, size)
-        rounds.append({"raw": raw, "engine": engine["rate"], "naive": naive})
+        engine = measure_engine(files, model_dir, backend, args.backend, args.batch_size)
+        naive = measure_naive(files[: args.naive_files], keras_model, size)
+        for key, spent, count in (
+            ("raw", raw, len(files)),
+            ("engine", engine, len(files)),
+            ("naive", naive, min(len(files), args.naive_files)),
+        ):
+            seconds[key] += spent
+            images[key] += count
+        per_round.append({"raw": len(files) / raw, "engine": len(files) / engine})
         print(
-            f"round {index + 1}: raw {raw:.1f} img/s, engine {engine['rate']:.1f} img/s "
-            f"({engine['rate'] / raw:.2f}x raw), naive {naive:.1f} img/s",
+            f"round {index + 1}: raw {len(files) / raw:.1f} img/s, engine "
+            f"{len(files) / engine:.1f} img/s ({raw / engine:.2f}x raw), naive "
+            f"{min(len(files), args.naive_files) / naive:.1f} img/s, load {os.getloadavg()[0]:.1f}",
             file=sys.stderr,
         )
+    rates = {key: images[key] / seconds[key] for key in seconds}
     report = {
+        "command": " ".join(sys.argv),
         "model_dir": str(model_dir),
         "backend": backend.runtime_info(),
-        "engine_backend": engine["backend"],
         "image_size": size,
-        "files": len(files),
-        "naive_files": len(naive_files),
         "batch_size": args.batch_size,
         "decoders": os.cpu_count(),
-        "rounds": rounds,
-        "median": {
-            key: statistics.median(r[key] for r in rounds) for key in ("raw", "engine", "naive")
-        },
-        "engine_over_raw": [r["engine"] / r["raw"] for r in rounds],
-        "engine_over_naive": [r["engine"] / r["naive"] for r in rounds],
+        "images": images,
+        "seconds": seconds,
+        "rates": rates,
+        "engine_over_raw": rates["engine"] / rates["raw"],
+        "engine_over_naive": rates["engine"] / rates["naive"],
+        "per_round": per_round,
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = backend.runtime_info().get("backend", args.backend)
+    (OUT / f"report-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from kitchenware.core.backends import Backend
 from kitchenware.core.files import file_sha256
 from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME, read_metadata
 
@@ -122,8 +123,18 @@ class RunOptions:
     ray: dict[str, Any] = field(default_factory=dict)  # kitchenware.batch.ray_engine options
 
 
-def score(inputs: Inputs, model_dir: Path, model_name: str, options: RunOptions) -> RunSummary:
-    """Score every input not already in the journal, then write the output and errors files."""
+def score(
+    inputs: Inputs,
+    model_dir: Path,
+    model_name: str,
+    options: RunOptions,
+    backend: Backend | None = None,
+) -> RunSummary:
+    """Score every input not already in the journal, then write the output and errors files.
+
+    `backend`: a model already loaded from `model_dir` (local engine), to score several
+    inputs without loading it again; by default it is loaded with `options.backend`.
+    """
     if options.fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {options.fmt!r}.")
     if options.engine not in ENGINES:
@@ -158,11 +169,12 @@ def score(inputs: Inputs, model_dir: Path, model_name: str, options: RunOptions)
 
             runtime = run_ray(todo, model_dir, options.backend, options.ray, on_batch, on_failure)
         elif todo:
-            from kitchenware.core.backends import load_backend
+            if backend is None:
+                from kitchenware.core.backends import load_backend
 
-            backend = load_backend(model_dir, options.backend)
+                backend = load_backend(model_dir, options.backend)
+                backend.warm_up()  # trace once, so the rate is the steady one
             runtime = backend.runtime_info()
-            backend.warm_up()  # trace once, so the rate is the steady one
             started = time.perf_counter()  # the rate counts scoring, not loading the model
             bar.start()
             run_local(todo, backend, options.local, on_batch, on_failure)
