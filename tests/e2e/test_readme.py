@@ -9,12 +9,16 @@ import subprocess
 import sys
 
 import pytest
+from real_model_support import real_model_home, shared_real_server
 from service_support import CLASS_NAMES, REPO, ServedService, shared_server
 
+from kitchenware.core.pretrained import RealPhotos
 from kitchenware.serving.settings import ServiceSettings
 
 README = (REPO / "README.md").read_text()
 README_URL = "http://localhost:3000"
+REAL_PHOTOS = "data/real-photos/"  # where `make serve` extracts the published model's photos
+DEMO_HEADING = "### The demo model on synthetic drawings"
 
 
 def section(title: str) -> str:
@@ -53,7 +57,7 @@ def test_curl_answers_shown_are_the_shipped_demo_models_answers_on_examples() ->
     from kitchenware.core.inference import Classifier
     from kitchenware.core.preprocessing import preprocess_bytes
 
-    text = section("Classify with curl")
+    text = section("Classify with curl").split(DEMO_HEADING)[1]
     assert "Answers of the shipped demo model" in text
     shown = re.findall(r'"label": "(\w+)", "confidence": ([0-9.]+)', text)
     files = re.findall(r"=@examples/(\S+)", text)
@@ -64,6 +68,31 @@ def test_curl_answers_shown_are_the_shipped_demo_models_answers_on_examples() ->
         probabilities = classifier.predict_arrays(preprocess_bytes(data, classifier.image_size))
         best = int(probabilities[0].argmax())
         assert classifier.class_names[best] == label, file
+        assert float(probabilities[0][best]) == pytest.approx(float(confidence), abs=2e-4), file
+
+
+@pytest.mark.slow
+def test_curl_answers_shown_for_real_photos_are_the_default_models_answers(
+    tmp_path_factory: pytest.TempPathFactory, real_photos: RealPhotos
+) -> None:
+    """The first curl example is a real photo; the answers shown are the real model's."""
+    from kitchenware.core.inference import Classifier
+    from kitchenware.core.preprocessing import preprocess_bytes
+
+    text = section("Classify with curl").split(DEMO_HEADING)[0]
+    assert curl_commands()[0].startswith(f"curl -F image=@{REAL_PHOTOS}")
+    assert "Answers of the default model, the published Xception" in text
+    shown = re.findall(r'"label": "(\w+)", "confidence": ([0-9.]+)', text)
+    files = re.findall(rf"=@{REAL_PHOTOS}(\S+)", text)
+    assert len(shown) == len(files) == 4  # one photo alone, then three in one batch
+    home, tag = real_model_home(tmp_path_factory.getbasetemp())
+    name, version = tag.split(":")
+    classifier = Classifier.load(home / "models" / name / version)
+    for file, (label, confidence) in zip(files, shown, strict=True):
+        data = real_photos.path(file.removesuffix(".jpg")).read_bytes()
+        probabilities = classifier.predict_arrays(preprocess_bytes(data, classifier.image_size))
+        best = int(probabilities[0].argmax())
+        assert classifier.class_names[best] == label == real_photos.labels[file[:-4]], file
         assert float(probabilities[0][best]) == pytest.approx(float(confidence), abs=2e-4), file
 
 
@@ -86,22 +115,40 @@ def server(
     return shared_server(request, tmp_path_factory.getbasetemp())
 
 
+@pytest.fixture(scope="module")
+def real_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ServedService:
+    return shared_real_server(request, tmp_path_factory.getbasetemp())
+
+
 @pytest.mark.slow
-def test_readme_curl_commands_run_as_written(server: ServedService) -> None:
+def test_readme_curl_commands_run_as_written(
+    server: ServedService, real_server: ServedService, real_photos: RealPhotos
+) -> None:
+    """Real-photo commands against the default model, examples/ ones against a demo-named
+    model; only the port (and where the photos were extracted) changes."""
     commands = curl_commands()
     assert [c.split()[-1] for c in commands] == [
         f"{README_URL}/classify",
         f"{README_URL}/classify_batch",
-    ]
+    ] * 2
     for command in commands:
-        argv = shlex.split(command.replace(README_URL, server.url))  # only the port changes
-        result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+        real = REAL_PHOTOS in command
+        target = real_server if real else server
+        command = command.replace(README_URL, target.url)
+        command = command.replace(f"@{REAL_PHOTOS}", f"@{real_photos.directory}/")
+        result = subprocess.run(
+            shlex.split(command), cwd=REPO, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
         results = answer.get("results", [answer])
-        files = re.findall(r"=@examples/(\S+)", command)
+        files = re.findall(r"=@\S+/(\S+)", command)
         assert [r["filename"] for r in results] == files
         assert all(r["label"] in r["probabilities"] for r in results)
+        if real:  # every README photo is a labelled one: the default model gets it right
+            assert [r["label"] for r in results] == [real_photos.labels[f[:-4]] for f in files]
 
 
 @pytest.mark.slow
