@@ -24,11 +24,16 @@ import anyio
 import anyio.to_thread
 import bentoml
 import numpy as np
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from kitchenware.core.backends import Backend, load_backend
+from kitchenware.serving.auth import ApiKeyGate, startup_line
 from kitchenware.serving.batching import MicroBatcher, QueueFull
+from kitchenware.serving.cors import cors_options
 from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
+from kitchenware.serving.overload import AdmissionGate
+from kitchenware.serving.preflight import refuse_unusable_model
 from kitchenware.serving.responses import (
     BatchClassification,
     Classification,
@@ -41,6 +46,7 @@ from kitchenware.serving.responses import (
     locate_model,
     uploads_from,
 )
+from kitchenware.serving.server_options import apply_server_options
 from kitchenware.serving.settings import get_settings
 from kitchenware.serving.tasks import (
     TASK_ROUTE,
@@ -54,6 +60,14 @@ from kitchenware.serving.uploads import FileField, UploadGate
 settings = get_settings()
 # Class-level on the service, so `bentoml build` packs the model into the bento.
 MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
+# An unusable model stops `bentoml serve` here with one sentence (exit 2), before any
+# worker starts and crashes in a restart loop (kitchenware/serving/preflight.py).
+refuse_unusable_model(MODEL_REFERENCE)
+# Keep-alive past uvicorn's 5 s (pooled clients raced it: dropped connections) and a bounded
+# graceful shutdown; BentoML has no config key for either (serving/server_options.py).
+apply_server_options(
+    keep_alive_s=settings.keep_alive_s, graceful_shutdown_s=settings.graceful_shutdown_s
+)
 logger = logging.getLogger("kitchenware.service")
 # BentoML leaves the root logger at WARNING; the backend choice and gate skips are INFO.
 logging.getLogger("kitchenware").setLevel(logging.INFO)
@@ -71,6 +85,8 @@ class Kitchenware:
     bento_model = MODEL_REFERENCE
 
     def __init__(self) -> None:
+        if bentoml.server_context.worker_index in (None, 1):  # once per server, not per worker
+            logger.warning(startup_line(tuple(settings.api_keys)))
         self.served: ServedModel = locate_model(MODEL_REFERENCE)
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
@@ -214,7 +230,20 @@ def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
 
 
 # mypy does not see that @bentoml.service turns the class into a bentoml.Service.
-cast("bentoml.Service[Kitchenware]", Kitchenware).add_asgi_middleware(
+SERVICE = cast("bentoml.Service[Kitchenware]", Kitchenware)
+# BentoML applies these in the order added, outermost first: CORS (off unless origins are
+# set) answers preflights, the API key check (off unless keys are set) refuses strangers,
+# admission answers a prompt 429 past capacity before any body is read, then the upload gate.
+if (cors := cors_options(settings.cors_allowed_origins)) is not None:
+    SERVICE.add_asgi_middleware(CORSMiddleware, **cors)
+SERVICE.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)
+SERVICE.add_asgi_middleware(
+    AdmissionGate,
+    routes=("/classify", "/classify_batch", TASK_ROUTE, f"{TASK_ROUTE}/submit"),
+    max_in_flight=settings.max_in_flight,
+    retry_after_s=settings.retry_after_s,
+)
+SERVICE.add_asgi_middleware(
     UploadGate,
     routes={
         "/classify": FileField("image", max_files=1),
