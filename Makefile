@@ -6,16 +6,26 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve import-model import-demo test test-fast lint typecheck format demo-data demo-model \
+.PHONY: install lock serve import-model import-demo test test-fast lint typecheck format demo-data demo-model \
         bento container container-test bench clean
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+
+# Exactly the versions the tests ran with, each checked against its sha256 (`make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,ray]"
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its dev tools
+install: $(STAMP) ## create .venv and install the project with its dev tools, from requirements.lock
+
+lock: ## re-resolve requirements.lock from pyproject.toml (pins + hashes; UPGRADE=1 for newer releases)
+	@test -x $(BIN)/uv || $(BIN)/pip install --quiet "uv>=0.13,<0.14"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra ray --generate-hashes --native-tls \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 
 # Which model `make serve` and `make bento` use: real (the published Xception) or demo.
 MODEL ?= real
