@@ -95,11 +95,11 @@ class ServiceSettings(BaseSettings):
 
     # Security (kitchenware/serving/auth.py, cors.py): both off unless set.
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
+        [],
         description="Comma-separated bearer keys; empty: no key needed (logged loudly).",
     )
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
+        [],
         description="Comma-separated origins allowed cross-origin (or *); empty: CORS off.",
     )
 
