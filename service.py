@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -31,9 +32,13 @@ from kitchenware.core.backends import Backend, load_backend
 from kitchenware.serving.auth import ApiKeyGate, startup_line
 from kitchenware.serving.batching import MicroBatcher, QueueFull
 from kitchenware.serving.cors import cors_options
+from kitchenware.serving.docspage import DocsPage
+from kitchenware.serving.explain import ExplainResponse
+from kitchenware.serving.loop import EXPLAIN_FIELDS, FEEDBACK_FIELDS, FeedbackAnswer, FeedbackLoop
 from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
 from kitchenware.serving.overload import AdmissionGate
 from kitchenware.serving.preflight import refuse_unusable_model
+from kitchenware.serving.requestid import RequestIdMiddleware, install_log_filter, request_id_of
 from kitchenware.serving.responses import (
     BatchClassification,
     Classification,
@@ -55,6 +60,7 @@ from kitchenware.serving.tasks import (
     classify_task,
     task_uploads,
 )
+from kitchenware.serving.ui import ui_app
 from kitchenware.serving.uploads import FileField, UploadGate
 
 settings = get_settings()
@@ -73,6 +79,8 @@ logger = logging.getLogger("kitchenware.service")
 logging.getLogger("kitchenware").setLevel(logging.INFO)
 
 
+# The upload page; `/` stays the Swagger page (kitchenware/serving/docspage.py).
+@bentoml.asgi_app(ui_app(), path="/ui")
 @bentoml.service(
     name="kitchenware",
     workers=settings.workers,
@@ -90,6 +98,11 @@ class Kitchenware:
         self.served: ServedModel = locate_model(MODEL_REFERENCE)
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+        # Prediction log, feedback store, heatmaps (kitchenware/serving/loop.py).
+        install_log_filter()
+        self.loop = FeedbackLoop(
+            settings, self.served.tag, self.served.metadata.class_names, settings.backend
+        )
         # Load in a thread: BentoML starts answering HTTP only after __init__ returns, and a
         # /readyz probe must get a prompt 503 while the model loads, not hang.
         self.loaded = threading.Event()
@@ -108,6 +121,7 @@ class Kitchenware:
             raise
         self.backend: Backend = backend
         self.runtime = backend.runtime_info()
+        self.loop.set_backend(backend.name)
         record_runtime(self.runtime, self.served.tag)
         logger.info(
             "serving %s with backend %s (%s)",
@@ -142,7 +156,9 @@ class Kitchenware:
     async def _run(
         self, paths: list[Path], field: str, ctx: bentoml.Context, *, indexed: bool
     ) -> list[Classification] | JSONResponse:
-        uploads = uploads_from(paths, getattr(ctx.request, "scope", None))
+        started = time.perf_counter()
+        scope = getattr(ctx.request, "scope", None)
+        uploads = uploads_from(paths, scope)
         meta = self.served.metadata
         batch, failures = await anyio.to_thread.run_sync(
             lambda: decode_uploads(
@@ -155,6 +171,8 @@ class Kitchenware:
         probabilities = await self.classify_arrays(batch)
         if isinstance(probabilities, JSONResponse):
             return probabilities
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        await self.loop.arecord(request_id_of(scope), paths, probabilities, elapsed_ms)
         return self._results(probabilities, uploads)
 
     def _results(self, probabilities: np.ndarray, uploads: list[Upload]) -> list[Classification]:
@@ -222,6 +240,44 @@ class Kitchenware:
         uploads, probabilities = done
         return self._batch(self._results(probabilities, uploads))
 
+    @bentoml.api(route="/feedback", output_spec=FeedbackAnswer)
+    async def feedback(
+        self,
+        ctx: bentoml.Context,
+        label: str = "",
+        request_id: str = "",
+        index: int = 0,
+        note: str = "",
+        # A list: BentoML 1.4 cannot parse an optional single file; the gate allows one.
+        image: list[Path] = [],  # noqa: B006 (BentoML reads the default, never mutates it)
+    ) -> FeedbackAnswer | JSONResponse:
+        """Correct a prediction: multipart text field `label` (the right class) and either
+        `request_id` (from a /classify answer; `index` for a /classify_batch one) or the
+        photo itself as file field `image`; `note` is optional free text. Answered only
+        after the correction is committed; 404 for an unknown or expired request id, 409
+        for a repeat, 400 for a label the model does not know."""
+        result = await self.loop.afeedback(
+            label=label,
+            request_id=request_id,
+            index=index,
+            image=image[0] if image else None,
+            note=note,
+        )
+        return _with_status(ctx, result) if isinstance(result, JSONResponse) else result
+
+    @bentoml.api(route="/explain", output_spec=ExplainResponse)
+    async def explain(
+        self, image: Path, ctx: bentoml.Context, label: str = "", method: str = ""
+    ) -> ExplainResponse | JSONResponse:
+        """A heatmap of what the model looked at, as a PNG over the photo at its own size
+        (base64 `overlay_png`). `label`: the class to explain (default: the predicted one);
+        `method`: gradcam (TensorFlow backend) or occlusion (any backend); default per
+        backend (KITCHENWARE_EXPLAIN_METHOD)."""
+        if not self.loaded.is_set():
+            return _with_status(ctx, busy_response(settings.retry_after_s, "The model is loading."))
+        result = await self.loop.aexplain(self.backend, image, label, method, self.decode_limiter)
+        return _with_status(ctx, result) if isinstance(result, JSONResponse) else result
+
 
 def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
     """BentoML overwrites a returned response's status with ctx's when an API takes ctx."""
@@ -234,6 +290,10 @@ SERVICE = cast("bentoml.Service[Kitchenware]", Kitchenware)
 # BentoML applies these in the order added, outermost first: CORS (off unless origins are
 # set) answers preflights, the API key check (off unless keys are set) refuses strangers,
 # admission answers a prompt 429 past capacity before any body is read, then the upload gate.
+# Outermost of ours: request ids, so every answer below (refusals too) carries one; then
+# this service's own Swagger page at / and /docs.json.
+SERVICE.add_asgi_middleware(RequestIdMiddleware)
+SERVICE.add_asgi_middleware(DocsPage)
 if (cors := cors_options(settings.cors_allowed_origins)) is not None:
     SERVICE.add_asgi_middleware(CORSMiddleware, **cors)
 SERVICE.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)
@@ -252,6 +312,8 @@ SERVICE.add_asgi_middleware(
             max_files=settings.max_batch_files,
             limit_setting="KITCHENWARE_MAX_BATCH_FILES",
         ),
+        "/feedback": FEEDBACK_FIELDS,
+        "/explain": EXPLAIN_FIELDS,
         **{
             route: FileField(
                 "images",
