@@ -42,6 +42,7 @@ class BurstResult:
     busy_without_retry_after: int
     bad_busy_bodies: int  # a 429/503 whose JSON does not say to retry
     examples: dict[str, str] = field(default_factory=dict)  # first message per error kind
+    drops: list[dict[str, Any]] = field(default_factory=list)  # when and how each was lost
     latency_p50_ms: float = 0.0
     latency_max_ms: float = 0.0
 
@@ -71,6 +72,7 @@ async def burst(
     check_loopback(url)
     outcomes: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    drops: list[dict[str, Any]] = []
     latencies: list[float] = []
     busy_no_header = bad_bodies = 0
     counter = itertools.count()
@@ -89,11 +91,28 @@ async def burst(
                 data = photos[index % len(photos)]
                 files = {"image": (f"photo-{index}.jpg", data, "image/jpeg")}
                 started = time.perf_counter()
+                events: list[str] = []
+
+                async def trace(name: str, info: dict[str, Any], seen: list[str] = events) -> None:
+                    seen.append(name)
+
                 try:
-                    response = await client.post(url + path, files=files)
+                    response = await client.post(
+                        url + path, files=files, extensions={"trace": trace}
+                    )
                 except httpx.HTTPError as exc:
                     kind = type(exc).__name__
                     outcomes[kind] += 1
+                    fresh = any(e.startswith("connection.connect_tcp") for e in events)
+                    drops.append(
+                        {
+                            "kind": kind,
+                            "at_s": round(time.monotonic() - (deadline - duration_s), 2),
+                            "after_s": round(time.perf_counter() - started, 2),
+                            "new_connection": fresh,
+                            "last_event": events[-1] if events else "",
+                        }
+                    )
                     examples.setdefault(kind, repr(exc)[:200])
                     continue
                 outcomes[str(response.status_code)] += 1
@@ -130,6 +149,7 @@ async def burst(
         busy_without_retry_after=busy_no_header,
         bad_busy_bodies=bad_bodies,
         examples=examples,
+        drops=drops,
         latency_p50_ms=round(1000 * latencies[len(latencies) // 2], 1) if latencies else 0.0,
         latency_max_ms=round(1000 * latencies[-1], 1) if latencies else 0.0,
     )

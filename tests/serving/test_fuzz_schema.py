@@ -36,6 +36,7 @@ def test_schemathesis_finds_no_server_error_or_schema_break(
         f"--max-time={MAX_TIME_S}",
         "--workers=1",
         "--seed=13",
+        "--generation-database=none",  # no .schemathesis/ left in tests/
         "--request-timeout=60",
         "--report=json,har",
         f"--report-dir={tmp_path}",

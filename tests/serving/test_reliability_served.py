@@ -7,9 +7,9 @@ Figures these tests print are the ones quoted in bench/RESULTS.md ("Reliability"
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -89,13 +89,18 @@ def test_an_idle_keep_alive_connection_is_not_closed_under_a_client(
     two_workers: ServedService,
 ) -> None:
     """httpx keeps idle connections 5 s, uvicorn closed them at 5 s: the race behind drops."""
-    request = f"GET /livez HTTP/1.1\r\nHost: 127.0.0.1:{two_workers.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", two_workers.port), timeout=10) as sock:
-        sock.sendall(request)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-        time.sleep(7)
-        sock.sendall(request)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "closed after < 7 s idle"
+    connection = http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10)
+    connection.request("GET", "/livez")
+    first = connection.getresponse()
+    first.read()
+    sock = connection.sock
+    time.sleep(7)
+    connection.request("GET", "/livez")  # on the same socket; a closed one fails here
+    second = connection.getresponse()
+    second.read()
+    assert first.status == second.status == 200
+    assert connection.sock is sock, "the server closed the idle connection"
+    connection.close()
 
 
 def test_killing_one_worker_loses_only_its_in_flight_requests(
