@@ -32,7 +32,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import OUT_DIR, REPO_ROOT
 from loadgen import run_load
-from servers import process_tree_cpu_s, running_peer, running_service
+from servers import running_peer, running_service
+
+from kitchenware.localserver import descendants, process_table, process_tree_cpu_s
 
 CONCURRENCIES = [1, 4, 16, 32]
 BATCHES = [1, 8, 16, 32]
@@ -115,10 +117,8 @@ def serve_levels(
 
 def worker_rss_mb(root_pid: int) -> dict[str, float]:
     """RSS of every process of a server, right after it turned ready (at rest)."""
-    from servers import _descendants, _process_table
-
     sizes = {}
-    for pid in sorted(_descendants(_process_table(), root_pid)):
+    for pid in sorted(descendants(process_table(), root_pid)):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]

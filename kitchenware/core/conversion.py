@@ -174,6 +174,10 @@ def convert_to_ir(model_dir: Path) -> tuple[Any, dict[str, Any]]:
 def quantize_int8(ov_model: Any, calibration: ImageSet) -> tuple[Any, dict[str, Any]]:
     """NNCF post-training quantization (PERFORMANCE preset: symmetric int8 for VNNI)."""
     import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
 
     started = time.perf_counter()
     images = calibration.images
@@ -183,9 +187,14 @@ def quantize_int8(ov_model: Any, calibration: ImageSet) -> tuple[Any, dict[str, 
         dataset,
         preset=nncf.QuantizationPreset.PERFORMANCE,
         subset_size=len(images),
+        # 7-bit weights in every layer: CPUs without VNNI (AVX2 only) multiply u8 x s8 into
+        # saturating int16 pairs. Measured on such a CPU: the default (first layer only)
+        # agreed 83 % (colour model) / 94 % (Xception) with fp32, ENABLE 100 %.
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
     )
     return quantized, {
-        "steps": "nncf.quantize of the fp32 IR (post-training, preset PERFORMANCE)",
+        "steps": "nncf.quantize of the fp32 IR (post-training, preset PERFORMANCE, "
+        "overflow_fix ENABLE)",
         "nncf": nncf.__version__,
         "calibration": calibration.summary(),
         "seconds": round(time.perf_counter() - started, 2),
