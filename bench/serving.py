@@ -107,7 +107,8 @@ def serve_levels(
     tag: str, backend: str, images: list[bytes], concurrencies: list[int], rounds: int, **kw: Any
 ) -> dict[str, Any]:
     env = {"KITCHENWARE_BACKEND": backend, "KITCHENWARE_ALLOW_FAILED_GATE": "true"}
-    with running_service(tag, HOME, env, name=kw.get("name", f"service-{backend}"), **kw) as srv:
+    name = kw.pop("name", f"service-{backend}")
+    with running_service(tag, HOME, env, name=name, **kw) as srv:
         rss = worker_rss_mb(srv.process.pid)
         measured = asyncio.run(
             levels(srv.base_url + "/classify", images, concurrencies, rounds, srv.process.pid)

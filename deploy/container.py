@@ -13,6 +13,7 @@ else podman (with deploy/containers.conf and deploy/storage.conf).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -48,7 +49,8 @@ def dockerfile_base(bento_tag: str) -> str:
     """The FROM image of the Dockerfile `bentoml containerize` generates for this bento."""
     import bentoml
 
-    with tempfile.TemporaryDirectory() as scratch:
+    # chdir: see build(); the bento's dockerfile_template is read from a temp dir.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(tempfile.gettempdir()):
         dockerfile = Path(scratch) / "Dockerfile"
         bentoml.container.get_containerfile(
             bento_tag, output_path=str(dockerfile), enable_buildkit=False
@@ -80,7 +82,11 @@ def build(bento_tag: str | None) -> None:
     say(f"bentoml containerize {tag} --backend {engine.name} -> {', '.join(images)}")
     tag_args = [arg for image in images for arg in ("-t", image)]
     containerize = [sys.executable, "-m", "bentoml", "containerize", tag, "--backend", engine.name]
-    code = subprocess.run([*containerize, *tag_args], env=engine.full_env()).returncode
+    # cwd: BentoML (>= 1.4.32) refuses a dockerfile_template outside the working directory,
+    # and containerize unpacks the bento into a temp dir; run it from the temp root.
+    code = subprocess.run(
+        [*containerize, *tag_args], env=engine.full_env(), cwd=tempfile.gettempdir()
+    ).returncode
     if code != 0:
         raise ContainerError(f"bentoml containerize exited {code}; the build log is above.")
     finished = time.monotonic()
