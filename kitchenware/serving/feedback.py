@@ -149,6 +149,25 @@ def atomic_write(path: Path, data: bytes) -> bool:
     return True
 
 
+SCHEMA_LOCK_KEY = 0x6B697463  # pg_advisory_xact_lock key: one schema creator at a time
+
+
+def create_schema(engine: sa.Engine, attempts: int = 5) -> None:
+    """Create the tables once, also when several workers start together on a new database
+    (two concurrent CREATE TABLEs collide in PostgreSQL's catalog: measured with 2 workers)."""
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+                metadata.create_all(connection)
+            return
+        except (IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # another worker is creating them: look again
+
+
 def validate_label(label: str | None, class_names: list[str]) -> str:
     label = (label or "").strip()
     if label not in class_names:
@@ -208,8 +227,9 @@ class FeedbackStore:
         self.engine = sa.create_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        self._last_purge = 0.0
+        create_schema(self.engine)
+        self._last_purge = -PURGE_INTERVAL_S
+        self.maybe_purge()  # at start-up, then at most hourly on writes
 
     @classmethod
     def from_settings(cls, settings: Any) -> FeedbackStore:
