@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 from real_model_support import shared_real_server
-from service_support import ServedService
+from service_support import ServedService, serve, store_env
 
 from kitchenware.core.backends import load_backend
 from kitchenware.core.preprocessing import decode_image, preprocess_bytes
@@ -134,13 +135,35 @@ def test_png_and_exif_orientations_3_6_8_get_the_same_right_label(
     assert wrong == []
 
 
+@pytest.mark.parametrize("backend", ["auto", "tensorflow"])
 def test_served_probabilities_equal_in_process_probabilities(
-    server: ServedService, real_photos: RealPhotos
+    backend: str,
+    server: ServedService,
+    real_photos: RealPhotos,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Same bytes, same model files: HTTP answers equal the in-process backend to 1e-5."""
+    """Same bytes, same model files: HTTP answers equal the in-process backend to 1e-5.
+
+    `auto` is the default server against the in-process `load_backend` of the same choice;
+    `tensorflow` a server with KITCHENWARE_BACKEND=tensorflow against the Keras model in
+    `kitchenware.core.inference.Classifier`."""
+    from kitchenware.core.inference import Classifier
+
     home = Path(str(server.extra["bentoml_home"]))
     name, version = str(server.extra["tag"]).split(":")
-    model = load_backend(home / "models" / name / version)
+    entry = home / "models" / name / version
+    if backend == "auto":
+        compare_with(server, load_backend(entry), real_photos)
+        return
+    model = Classifier.load(entry)
+    env = store_env(home, default_model=True, backend="tensorflow")
+    with serve("service:Kitchenware", env, log_dir=tmp_path_factory.mktemp("tf")) as tf_server:
+        answer = compare_with(tf_server, model, real_photos)
+    assert answer.get("runtime") in (None, "tensorflow"), answer
+
+
+def compare_with(server: ServedService, model: Any, real_photos: RealPhotos) -> dict:
+    """Serve the photos (batch + single) and compare with `model` in this process."""
     cases = [(f"{i}.jpg", real_photos.path(i).read_bytes()) for i in real_photos.ids]
     cases += [(name, data) for name, _, data in variants(real_photos)[:8]]
     served = classify_batch(server, cases)
@@ -153,3 +176,4 @@ def test_served_probabilities_equal_in_process_probabilities(
     np.testing.assert_allclose(
         [single["probabilities"][c] for c in classes], local[0], atol=1e-5, rtol=0
     )
+    return single
