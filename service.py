@@ -287,19 +287,20 @@ def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
 
 # mypy does not see that @bentoml.service turns the class into a bentoml.Service.
 SERVICE = cast("bentoml.Service[Kitchenware]", Kitchenware)
-# BentoML applies these in the order added, outermost first: CORS (off unless origins are
-# set) answers preflights, the API key check (off unless keys are set) refuses strangers,
-# admission answers a prompt 429 past capacity before any body is read, then the upload gate.
-# Outermost of ours: request ids, so every answer below (refusals too) carries one; then
-# this service's own Swagger page at / and /docs.json.
+# BentoML applies these in the order added, outermost first. Request ids first, so every
+# answer below (refusals too) carries one; CORS (off unless origins are set) answers
+# preflights; the API key check (off unless keys are set) refuses strangers everywhere but
+# /livez, /readyz, /metrics (the Swagger page too); this service's own Swagger page at /
+# and /docs.json; admission answers a prompt 429 past capacity on the routes that run the
+# model, before any body is read; then the upload gate.
 SERVICE.add_asgi_middleware(RequestIdMiddleware)
-SERVICE.add_asgi_middleware(DocsPage)
 if (cors := cors_options(settings.cors_allowed_origins)) is not None:
     SERVICE.add_asgi_middleware(CORSMiddleware, **cors)
 SERVICE.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)
+SERVICE.add_asgi_middleware(DocsPage)
 SERVICE.add_asgi_middleware(
     AdmissionGate,
-    routes=("/classify", "/classify_batch", TASK_ROUTE, f"{TASK_ROUTE}/submit"),
+    routes=("/classify", "/classify_batch", "/explain", TASK_ROUTE, f"{TASK_ROUTE}/submit"),
     max_in_flight=settings.max_in_flight,
     retry_after_s=settings.retry_after_s,
 )
