@@ -29,7 +29,7 @@ from kitchenware.localserver import descendants, process_table
 from kitchenware.serving.feedback import FeedbackStore
 
 pytestmark = [pytest.mark.slow]
-SERVICE_DIR = Path(os.environ.get("KITCHENWARE_TEST_SERVICE_DIR", REPO))
+SERVICE_DIR = REPO  # service.py of this checkout
 CLIENTS = 8
 KILL_AFTER_ACKS = 40
 LABELS = ["cup", "glass", "plate", "spoon", "fork", "knife"]

@@ -5,7 +5,6 @@ run reads it, corrections included."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from service_support import (
 )
 
 pytestmark = [pytest.mark.slow]
-SERVICE_DIR = Path(os.environ.get("KITCHENWARE_TEST_SERVICE_DIR", REPO))
+SERVICE_DIR = REPO  # service.py of this checkout
 CORRECTIONS = {"cup": (20, 20, 230), "glass": (230, 20, 230), "fork": (230, 230, 20)}
 
 

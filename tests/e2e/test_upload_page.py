@@ -5,7 +5,6 @@ Screenshots go to the test's folder (printed)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from service_support import REPO, ServedService, serve, store_env
 from kitchenware.serving.feedback import FeedbackStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-SERVICE_DIR = Path(os.environ.get("KITCHENWARE_TEST_SERVICE_DIR", REPO))
+SERVICE_DIR = REPO  # service.py of this checkout
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from service_support import (
 from kitchenware.serving.feedback import FeedbackStore
 
 pytestmark = [pytest.mark.slow]
-SERVICE_DIR = Path(os.environ.get("KITCHENWARE_TEST_SERVICE_DIR", REPO))
+SERVICE_DIR = REPO  # service.py of this checkout
 
 
 def loop_env(home: Path, store_dir: Path, **settings: str) -> dict[str, str]:
@@ -36,8 +35,8 @@ def loop_env(home: Path, store_dir: Path, **settings: str) -> dict[str, str]:
         home,
         feedback_url=f"sqlite:///{store_dir / 'feedback.db'}",
         max_upload_bytes="3000000",
-        **settings,
     )
+    env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
     # The prediction log's JSON lines go to the test's folder, not the working directory.
     env["BENTOML_CONFIG_OPTIONS"] = (
         f"services.kitchenware.monitoring.options.log_path={store_dir / 'monitoring'}"
