@@ -77,14 +77,21 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> Imported:
     first = run_script("--model-dir", str(model_dir), "--import-only", home=home)
     again = run_script("--model-dir", str(model_dir), "--import-only", home=home)
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
-    return Imported(home, model_dir, first.stdout.split()[1], (first.stdout, again.stdout))
+    return Imported(home, model_dir, imported_tag(first.stdout), (first.stdout, again.stdout))
+
+
+def imported_tag(stdout: str) -> str:
+    """The tag in the script's `model TAG imported into|already in ...` line."""
+    found = re.search(r"^model (\S+) (?:imported into|already in) ", stdout, re.M)
+    assert found, stdout
+    return found[1]
 
 
 @pytest.mark.slow
 def test_importing_twice_is_one_model(imported: Imported) -> None:
     first, again = imported.outputs
     assert "imported into" in first and "already in" in again
-    assert again.split()[1] == imported.model_tag
+    assert imported_tag(again) == imported.model_tag
     assert len(list((imported.home / "models" / "kitchenware").glob("*/model.keras"))) == 1
 
 
