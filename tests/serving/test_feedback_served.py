@@ -207,6 +207,6 @@ def test_the_upload_page_is_served_offline(server: ServedService) -> None:
     page = httpx.get(f"{server.url}/ui", follow_redirects=True, timeout=30)
     assert page.status_code == 200 and "Kitchenware classifier" in page.text
     assert "http://" not in page.text and "https://" not in page.text
-    for asset in ("ui.js", "ui.css", "info.json", "readme.html"):
+    for asset in ("ui.js", "ui.css", "info.json", "readme.html", "readme", "README.md"):
         assert httpx.get(f"{server.url}/ui/{asset}", timeout=30).status_code == 200
     assert httpx.get(f"{server.url}/ui/info.json").json()["backend"] == "tensorflow"

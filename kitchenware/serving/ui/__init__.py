@@ -11,7 +11,13 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -55,6 +61,8 @@ def ui_app() -> _SlashRedirect:
         routes=[
             Route("/README.md", readme_text),
             Route("/info.json", runtime_info),
+            # The Swagger page links to /ui/readme#section (StaticFiles wants readme.html).
+            Route("/readme", lambda _: FileResponse(UI_DIR / "readme.html")),
             Mount("/", StaticFiles(directory=UI_DIR, html=True)),
         ]
     )
