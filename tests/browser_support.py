@@ -28,13 +28,9 @@ CHROMIUM_ARGS = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
-@contextlib.contextmanager
-def offline_page(profile: Path) -> Iterator[tuple[Any, list[str]]]:
-    """(page, external) where `external` collects every refused non-loopback URL."""
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail(f"{CHROMIUM} is missing: run deploy/system-packages.sh as root.")
-    from playwright.sync_api import sync_playwright
-
+def refuse_external(context: Any) -> list[str]:
+    """Route every request of a browser context: loopback goes on, the rest is refused and
+    its URL recorded in the returned list."""
     external: list[str] = []
 
     def guard(route: Any) -> None:
@@ -46,12 +42,23 @@ def offline_page(profile: Path) -> Iterator[tuple[Any, list[str]]]:
             external.append(url)
             route.abort()
 
+    context.route("**/*", guard)
+    return external
+
+
+@contextlib.contextmanager
+def offline_page(profile: Path) -> Iterator[tuple[Any, list[str]]]:
+    """(page, external) where `external` collects every refused non-loopback URL."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is missing: run deploy/system-packages.sh as root.")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
         try:
-            context.route("**/*", guard)
+            external = refuse_external(context)
             yield context.new_page(), external
         finally:
             context.close()

@@ -96,30 +96,30 @@ def test_swagger_ui_lists_both_endpoints_and_try_it_out_works(
 
 
 def test_the_swagger_page_is_this_services_own_and_offline(
-    server: ServedService, tmp_path: Path
+    server: ServedService, page: Any, tmp_path: Path
 ) -> None:
     """Title, version, what it classifies, model and backend, a curl example, links to /ui
     and the README; nothing fetched from outside (the BentoML template has a tag manager,
     badges and Slack links)."""
-    from browser_support import offline_page
+    from browser_support import refuse_external
 
     from kitchenware import __version__
 
-    with offline_page(tmp_path / "profile") as (page, external):
-        page.goto(server.url + "/", wait_until="networkidle")
-        page.wait_for_selector(".info .title", timeout=60_000)
-        title = page.inner_text(".info .title")
-        info = page.inner_text(".info")
-        page.screenshot(path=str(tmp_path / "swagger.png"), full_page=True)
-        assert "Kitchenware classifier" in title and __version__ in title, title
-        assert "None" not in title and "kitchenware:dev" not in info
-        for words in ("cup", "knife", "Model:", str(server.extra["tag"]), "Backend:", "curl -F"):
-            assert words in info, (words, info)
-        assert "BentoML" not in info and "Slack" not in info
-        links = page.eval_on_selector_all(".info a", "els => els.map(e => e.getAttribute('href'))")
-        assert "./ui/" in links and any(str(link).startswith("./ui/readme#") for link in links)
-        assert "/ui" not in [p for p in page.locator(".opblock-summary-path").all_inner_texts()]
-        assert page.title().startswith("Kitchenware classifier")
-        page.goto(server.url + "/ui/readme#settings", wait_until="networkidle")
-        page.wait_for_selector("#settings", timeout=30_000)
-        assert external == [], external
+    external = refuse_external(page.context)  # the module's browser: loopback only now
+    page.goto(server.url + "/", wait_until="networkidle")
+    page.wait_for_selector(".info .title", timeout=60_000)
+    title = page.inner_text(".info .title")
+    info = page.inner_text(".info")
+    page.screenshot(path=str(tmp_path / "swagger.png"), full_page=True)
+    assert "Kitchenware classifier" in title and __version__ in title, title
+    assert "None" not in title and "kitchenware:dev" not in info
+    for words in ("cup", "knife", "Model:", str(server.extra["tag"]), "Backend:", "curl -F"):
+        assert words in info, (words, info)
+    assert "BentoML" not in info and "Slack" not in info
+    links = page.eval_on_selector_all(".info a", "els => els.map(e => e.getAttribute('href'))")
+    assert "./ui/" in links and any(str(link).startswith("./ui/readme#") for link in links)
+    assert "/ui" not in [p for p in page.locator(".opblock-summary-path").all_inner_texts()]
+    assert page.title().startswith("Kitchenware classifier")
+    page.goto(server.url + "/ui/readme#settings", wait_until="networkidle")
+    page.wait_for_selector("#settings", timeout=30_000)
+    assert external == [], external
