@@ -73,6 +73,8 @@ def test_classify_correct_and_explain_a_real_photo(
         page.wait_for_selector("#error:not([hidden])", timeout=30_000)
         error = page.inner_text("#error")
         assert "not an image" in error and "notes.txt" in error, error
+        # The old answer and its heatmap go away (CSS display rules once kept them shown).
+        assert not page.is_visible("#result") and not page.is_visible("#heatmap")
         page.screenshot(path=str(tmp_path / "4-text-file.png"), full_page=True)
         assert external == [], external
     store = FeedbackStore(f"sqlite:///{server.extra['db']}")
