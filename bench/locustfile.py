@@ -18,7 +18,8 @@ from typing import Any
 
 from locust import HttpUser, between, events, task
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+
 DEFAULT_IMAGES = Path(__file__).resolve().parent / "out" / "images"
 
 

@@ -13,10 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# Suffixes a folder walk or a glob picks up; a listed file is taken whatever its name.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
-)
+from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+
 KAGGLE_CSV = "test.csv"
 KAGGLE_IMAGES = "images"
 KAGGLE_ID_COLUMN = "Id"

@@ -13,8 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
-from kitchenware.core.preprocessing import PREPROCESSING_NAME
+from kitchenware.core.metadata import (
+    MODEL_FILENAME,
+    MetadataBacked,
+    ModelMetadata,
+    read_servable_metadata,
+)
+from kitchenware.core.preprocessing import image_batch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of logs
 
@@ -38,7 +43,7 @@ def traced_call(model: Any, image_size: int) -> Any:
 
 
 @dataclass
-class Classifier:
+class Classifier(MetadataBacked):
     """A Keras model plus its metadata, with a traced predict function."""
 
     model: Any
@@ -52,31 +57,16 @@ class Classifier:
         import keras
 
         directory = Path(directory)
-        metadata = read_metadata(directory)
-        if metadata.preprocessing != PREPROCESSING_NAME:
-            raise ValueError(
-                f"Model in {directory} was trained with preprocessing {metadata.preprocessing!r}, "
-                f"but this code implements {PREPROCESSING_NAME!r}."
-            )
+        metadata = read_servable_metadata(directory)
         model = keras.models.load_model(directory / MODEL_FILENAME, compile=False)
         return cls(model=model, metadata=metadata)
 
     def __post_init__(self) -> None:
         self._predict = traced_call(self.model, self.metadata.image_size)
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.metadata.class_names
-
-    @property
-    def image_size(self) -> int:
-        return self.metadata.image_size
-
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) float32 in [0, 255] -> (n, classes) probabilities."""
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[None]
+        batch = image_batch(batch)
         return np.asarray(self._predict(batch), dtype=np.float32)
 
     def runtime_info(self) -> dict[str, str]:

@@ -86,3 +86,30 @@ def read_metadata(directory: Path) -> ModelMetadata:
         return ModelMetadata.model_validate_json(path.read_text())
     except ValueError as exc:
         raise ValueError(f"Model metadata {path} is invalid: {exc}") from exc
+
+
+class MetadataBacked:
+    """What every loaded model (any backend) answers from its metadata alone."""
+
+    metadata: ModelMetadata
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.metadata.image_size
+
+
+def read_servable_metadata(directory: Path | str) -> ModelMetadata:
+    """Metadata of a model directory whose preprocessing this code implements, else ValueError."""
+    from kitchenware.core.preprocessing import PREPROCESSING_NAME
+
+    metadata = read_metadata(Path(directory))
+    if metadata.preprocessing != PREPROCESSING_NAME:
+        raise ValueError(
+            f"Model in {directory} was made with preprocessing {metadata.preprocessing!r}, "
+            f"but this code implements {PREPROCESSING_NAME!r}."
+        )
+    return metadata

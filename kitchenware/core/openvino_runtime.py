@@ -23,8 +23,8 @@ from kitchenware.core.artifacts import (
     OPENVINO_DIR,
     PRECISION_OF_BACKEND,
 )
-from kitchenware.core.metadata import ModelMetadata, read_metadata
-from kitchenware.core.preprocessing import PREPROCESSING_NAME
+from kitchenware.core.metadata import MetadataBacked, ModelMetadata, read_servable_metadata
+from kitchenware.core.preprocessing import image_batch
 
 # LATENCY = one stream using every core for each call: the service batches requests
 # itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).
@@ -53,7 +53,7 @@ def compile_ir(path: Path, precision: str, performance_hint: str = DEFAULT_PERFO
 
 
 @dataclass
-class OpenVinoClassifier:
+class OpenVinoClassifier(MetadataBacked):
     """An IR compiled for the CPU; one inference request, called from one thread at a time."""
 
     name: str
@@ -74,31 +74,16 @@ class OpenVinoClassifier:
                 f"No {backend} artifact at {path}: build it with "
                 "`python build_bento_from_saved.py --import-only` (conversion runs at import)."
             )
-        metadata = read_metadata(Path(model_dir))
-        if metadata.preprocessing != PREPROCESSING_NAME:
-            raise ValueError(
-                f"Model in {model_dir} was made with preprocessing {metadata.preprocessing!r}, "
-                f"but this code implements {PREPROCESSING_NAME!r}."
-            )
+        metadata = read_servable_metadata(model_dir)
         compiled = compile_ir(path, PRECISION_OF_BACKEND[backend], performance_hint)
         return cls(name=backend, metadata=metadata, compiled=compiled)
 
     def __post_init__(self) -> None:
         self._request = self.compiled.create_infer_request()
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.metadata.class_names
-
-    @property
-    def image_size(self) -> int:
-        return self.metadata.image_size
-
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) float32 in [0, 255] -> (n, classes) probabilities."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[None]
+        batch = image_batch(batch)
         outputs = self._request.infer({0: batch})
         return np.array(outputs[self.compiled.output(0)], dtype=np.float32)
 

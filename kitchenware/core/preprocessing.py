@@ -20,6 +20,21 @@ PREPROCESSING_NAME = "rgb-on-white/bilinear-stretch/float32-0-255/v1"
 # Formats sniffed from the bytes; the client's Content-Type is never trusted.
 # Pillow opens MPO (a phone camera's JPEG with extra frames) through its JPEG plugin.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# File suffixes of those formats, for everything that finds images on disk (training data,
+# batch scoring, feedback export); the decoder itself sniffs the bytes, never the suffix.
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".mpo",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+)
 Image.init()  # register every plugin now, so `formats=` can name MPO, WEBP and TIFF
 DEFAULT_MAX_PIXELS = 50_000_000  # about 8200 x 6100; larger is treated as a decompression bomb
 # A non-JPEG must be decoded in full (JPEG decodes at 1/8 scale via draft): past 16 M pixels
@@ -156,3 +171,9 @@ def preprocess_bytes(
     """Image bytes to the model's input array; the single shared preprocessing path."""
     image = decode_image(data, name=name, max_pixels=max_pixels, draft_size=image_size)
     return to_model_input(image, image_size)
+
+
+def image_batch(batch: np.ndarray) -> np.ndarray:
+    """A model's input as backends want it: C-contiguous float32 (n, size, size, 3)."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    return batch[None] if batch.ndim == 3 else batch

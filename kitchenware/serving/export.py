@@ -19,10 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitchenware.core.preprocessing import IMAGE_SUFFIXES
 from kitchenware.serving.feedback import FeedbackStore
 from kitchenware.serving.settings import get_settings
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 CSV_NAME, IMAGES_DIR = "train.csv", "images"
 
 

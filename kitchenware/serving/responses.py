@@ -5,7 +5,6 @@ service.py stays a thin pair of BentoML classes over these functions.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.core.metadata import ModelMetadata, read_metadata
 from kitchenware.core.preprocessing import ImageDecodeError, preprocess_bytes
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
+from kitchenware.serving.preflight import locate_checked
 from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
 
 
@@ -59,19 +59,9 @@ class ServedModel:
 
 
 def locate_model(reference: Any) -> ServedModel:
-    """Resolve a class-level `bentoml.models.BentoModel` to a stored model with metadata."""
-    stored = reference.stored
-    if stored is None:
-        home = os.environ.get("BENTOML_HOME", "~/bentoml")
-        raise RuntimeError(
-            f"Model {reference.tag} is not in the BentoML store ({home}/models). Import one "
-            "with `python build_bento_from_saved.py --import-only` (or `make serve`), or set "
-            "KITCHENWARE_MODEL_TAG to a tag from `bentoml models list`."
-        )
-    path = Path(stored.path)
-    if not (path / MODEL_FILENAME).is_file():
-        raise RuntimeError(f"Model {stored.tag} has no {MODEL_FILENAME} in {path}.")
-    return ServedModel(tag=str(stored.tag), path=path, metadata=read_metadata(path))
+    """Resolve a class-level `bentoml.models.BentoModel` to a stored, checked model."""
+    path = locate_checked(reference)  # ModelUnusable names the file when it cannot be served
+    return ServedModel(tag=str(reference.stored.tag), path=path, metadata=read_metadata(path))
 
 
 def decode_upload(data: bytes, image_size: int, name: str, max_pixels: int) -> np.ndarray:

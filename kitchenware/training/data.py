@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from kitchenware.core.files import file_sha256
+from kitchenware.core.preprocessing import IMAGE_SUFFIXES
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 KAGGLE_CSV = "train.csv"
 KAGGLE_IMAGES = "images"
 KAGGLE_COLUMNS = ("Id", "label")
@@ -73,7 +73,7 @@ def _listing(items: Sequence[str], total: int | None = None) -> str:
 
 def _is_image_file(path: Path) -> bool:
     return (
-        not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
     )
 
 
@@ -106,7 +106,7 @@ def _read_kaggle(root: Path) -> list[Sample]:
             blank_rows.append(str(line))
             continue
         seen[image_id] += 1
-        name = image_id if Path(image_id).suffix.lower() in IMAGE_EXTENSIONS else image_id + ".jpg"
+        name = image_id if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else image_id + ".jpg"
         path = images_dir / name
         if not path.is_file():
             missing_files.append(name)
@@ -136,13 +136,13 @@ def _read_folders(root: Path) -> list[Sample]:
     if not any(per_folder.values()):
         raise DataError(
             f"{root} has neither a {KAGGLE_CSV} (Kaggle layout) nor class folders with images "
-            f"({', '.join(IMAGE_EXTENSIONS)}) in them."
+            f"({', '.join(IMAGE_SUFFIXES)}) in them."
         )
     empty = [folder.name for folder, files in per_folder.items() if not files]
     if empty:
         raise DataError(
             f"Class folder(s) {_listing(empty)} in {root} contain no images "
-            f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
+            f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder."
         )
     return [Sample(path, folder.name) for folder, files in per_folder.items() for path in files]
 
