@@ -26,6 +26,13 @@ lock: ## re-resolve requirements.lock from pyproject.toml (pins + hashes; UPGRAD
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra ray --generate-hashes --native-tls \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
+	@# The bentos' locks: their serving subsets, pinned to exactly what $(LOCK) pins.
+	for flavour in openvino tensorflow; do \
+	    $(BIN)/uv pip compile deploy/requirements-serving-$$flavour.in -c $(LOCK) --generate-hashes \
+	        --native-tls --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	        --custom-compile-command "make lock" --quiet \
+	        -o deploy/requirements-serving-$$flavour.lock || exit 1; \
+	done
 
 # Which model `make serve` and `make bento` use: real (the published Xception) or demo.
 MODEL ?= real

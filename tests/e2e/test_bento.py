@@ -46,12 +46,36 @@ NOT_IN_BENTO = {
 
 @pytest.mark.parametrize("bentofile_name", sorted(NOT_IN_BENTO))
 def test_bentofile_packages_match_pyproject_runtime_dependencies(bentofile_name: str) -> None:
-    bentofile = yaml.safe_load((REPO / bentofile_name).read_text())
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     runtime = {package_name(r): r.replace(" ", "") for r in project["dependencies"]}
-    packed = {package_name(r): r.replace(" ", "") for r in bentofile["python"]["packages"]}
+    listed = serving_lock(bentofile_name).with_suffix(".in").read_text().splitlines()
+    requirements = [line.split("#")[0].strip() for line in listed]
+    packed = {package_name(r): r.replace(" ", "") for r in requirements if r}
     left_out = NOT_IN_BENTO[bentofile_name]
     assert packed == {name: spec for name, spec in runtime.items() if name not in left_out}
+
+
+def serving_lock(bentofile_name: str) -> Path:
+    bentofile = yaml.safe_load((REPO / bentofile_name).read_text())
+    assert bentofile["python"]["lock_packages"] is False  # BentoML would re-resolve otherwise
+    return REPO / bentofile["python"]["requirements_txt"]
+
+
+def pins(lock: Path) -> dict[str, str]:
+    """name -> version of every `name==version \\` line of a hashed lock file."""
+    found = re.findall(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+) \\$", lock.read_text(), re.M)
+    return {name.lower(): version for name, version in found}
+
+
+@pytest.mark.parametrize("bentofile_name", sorted(NOT_IN_BENTO))
+def test_the_bento_installs_the_tested_versions_hash_checked(bentofile_name: str) -> None:
+    """Every pin of the bento's lock is the pin make install used, and each carries a hash."""
+    lock = serving_lock(bentofile_name)
+    served, tested = pins(lock), pins(REPO / "requirements.lock")
+    assert served and {name: tested.get(name) for name in served} == served
+    entries = re.split(r"\n(?=[A-Za-z0-9])", lock.read_text().split("\n", 1)[1])
+    requirements = [e for e in entries if "==" in e and not e.lstrip().startswith("#")]
+    assert all("--hash=sha256:" in e for e in requirements), "a pin without its hash"
 
 
 def test_missing_model_folder_is_one_sentence(tmp_path: Path) -> None:
