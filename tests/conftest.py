@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 # Set before anything imports bentoml: its store location is read at import time.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kitchenware-test-bentoml-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# BentoML's /metrics reads Prometheus's multiprocess directory, which prometheus_client picks
+# at its first import, whichever test module imports it first (tests/batch does, through
+# kitchenware.serving); `bentoml serve` sets it for its workers, in-process tests need it here.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kitchenware-prom-"))
 
 ImageWriter = Callable[..., Path]
 

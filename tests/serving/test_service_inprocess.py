@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,7 @@ from service_support import (
 if TYPE_CHECKING:
     import bentoml
 
-# BentoML's /metrics reads Prometheus's multiprocess directory; `bentoml serve` sets it, here
-# it must be set before prometheus_client is first imported (by `import service`).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="kitchenware-prom-"))
+# PROMETHEUS_MULTIPROC_DIR: tests/conftest.py sets it before anything imports prometheus_client.
 # The colour model is imported under the demo model's name, not the default real model's.
 os.environ.setdefault("KITCHENWARE_MODEL_TAG", DEMO_MODEL_TAG)
 
