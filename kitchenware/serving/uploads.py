@@ -63,6 +63,7 @@ class FileField:
 class _Part:
     name: str | None = None
     filename: str | None = None
+    content_type: bytes = b""  # as sent; a text field's must be text/plain or absent
     size: int = 0
 
 
@@ -107,6 +108,8 @@ class _PartCollector:
             if b"filename" in options:
                 part.filename = options[b"filename"].decode("utf-8", "replace")
             value = _safe_disposition(options)
+        elif name.lower() == b"content-type":
+            self.parts[-1].content_type = parse_options_header(value)[0]
         self.out.write(name + b": " + value + b"\r\n")
         self._header_field.clear()
         self._header_value.clear()
@@ -158,7 +161,10 @@ def _check_text_fields(parts: list[_Part], rule: FileField) -> None:
     """A route's text fields hold one text value each, never a file."""
     for name in rule.text_fields:
         found = [p for p in parts if p.name == name]
-        if any(p.filename is not None for p in found) or len(found) > 1:
+        # BentoML decodes a part labelled application/json as JSON, so `3` or `{}` would
+        # reach the API as a number or an object: only plain text is a text value.
+        not_text = [p for p in found if p.content_type not in (b"", b"text/plain")]
+        if any(p.filename is not None for p in found) or len(found) > 1 or not_text:
             raise UploadRejected(
                 400,
                 "not_text",

@@ -39,6 +39,7 @@ ROUTES = {
     "/classify_batch": FileField(
         "images", max_files=BATCH_LIMIT, limit_setting="KITCHENWARE_MAX_BATCH_FILES"
     ),
+    "/explain": FileField("image", max_files=1, text_fields=("label",)),
 }
 PNG = image_bytes((220, 30, 30))
 JPEG = image_bytes((30, 30, 220), "JPEG", size=(90, 90))  # half of it still has a header
@@ -373,3 +374,29 @@ def test_a_batch_with_one_image_too_large_and_one_unreadable_leads_with_the_400(
     assert body["reason"] == "not_an_image"
     assert body["error"].startswith("images[1] 'notes.txt'")
     assert [f["reason"] for f in body["failures"]] == ["too_many_pixels", "not_an_image"]
+
+
+def explain_body(label_content_type: str | None) -> bytes:
+    """/explain: the photo, then text field `label` = 3, sent with the given Content-Type."""
+    typed = f"Content-Type: {label_content_type}\r\n" if label_content_type else ""
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + PNG
+        + f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="label"\r\n{typed}\r\n'
+        f"3\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain; charset=utf-8"])
+def test_a_plain_text_field_reaches_the_service(content_type: str | None) -> None:
+    exchange = through_gate(explain_body(content_type), path="/explain")
+    assert exchange.status == 200 and exchange.app_scope is not None
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/octet-stream"])
+def test_a_text_field_sent_as_json_or_bytes_is_refused_in_a_sentence(content_type: str) -> None:
+    """BentoML would decode it as JSON (a number, an object) and answer an off-schema 400."""
+    exchange = through_gate(explain_body(content_type), path="/explain")
+    assert_refused(exchange, 400, "not_text", "'label'", "one text value")
+    assert exchange.app_scope is None
