@@ -94,12 +94,25 @@ def probe_workers(server_pid: int) -> dict[str, dict[str, int]]:
             found[worker_label(pid)] = {
                 "pid": pid,
                 "rss_kb": int(status["VmRSS"].split()[0]),
-                "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                **open_fds(pid),
                 "threads": int(status["Threads"]),
             }
         except (OSError, KeyError, ValueError):  # exited while we looked
             continue
     return found
+
+
+def open_fds(pid: int) -> dict[str, int]:
+    """Open files and pipes ("fds", what a leak grows) and sockets, apart: sockets follow the
+    clients' connections, which the kernel hands to either worker as they reconnect."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed while we looked
+            continue
+    sockets = sum(target.startswith("socket:") for target in targets)
+    return {"fds": len(targets) - sockets, "sockets": sockets}
 
 
 def windows(duration_s: float) -> tuple[float, float, float, float]:
