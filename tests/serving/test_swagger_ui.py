@@ -10,23 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS
 from service_support import ServedService, image_bytes, shared_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-CHROMIUM = "/usr/bin/chromium"
-# Headless as root on these machines; without the networking flags chromium keeps trying
-# to reach the internet and fails (see ../shared/notes/machine-facts.md).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
