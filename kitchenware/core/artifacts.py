@@ -14,6 +14,7 @@ so the serving process can read it without TensorFlow or NNCF.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from kitchenware.core.files import write_json
 RUNTIMES_FILENAME = "runtimes.json"
 OPENVINO_DIR = "openvino"
 IR_FILENAME = "model.xml"  # its weights sit beside it as model.bin
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the gate rule of issue 16 (decisive images, |dp|), reference slice
 
 OPENVINO_FP32 = "openvino-fp32"
 OPENVINO_BF16 = "openvino-bf16"
@@ -34,9 +35,37 @@ OPENVINO_INT8 = "openvino-int8"
 IR_OF_BACKEND = {OPENVINO_FP32: "fp32", OPENVINO_BF16: "fp32", OPENVINO_INT8: "int8"}
 PRECISION_OF_BACKEND = {OPENVINO_FP32: "f32", OPENVINO_BF16: "bf16", OPENVINO_INT8: "f32"}
 
-# The gate: an artifact is served only if it agrees with the fp32 reference this often ...
-MIN_TOP1_AGREEMENT = 0.99
-# ... and loses none of the labelled photos the reference gets right.
+# The gate (README "The accuracy gate"): an artifact serves only if, against the fp32
+# reference, (a) it gets right every labelled image fp32 gets right, and is not less
+# accurate on them; (b) it agrees on top-1 on >= 99 % of the images where fp32 is
+# decisive (its top-1 probability leads the second by >= DECISIVE_MARGIN); (c) its
+# probability error |dp| (per image: the largest over classes) is small on average and
+# at worst. Agreement where fp32 is undecided is reported, never a reason to fail: a crop
+# that misses the object is a coin toss between two classes, for fp32 as for int8.
+#
+# Chosen from the published model's gate set (306 images; Intel Xeon 207 with VNNI and
+# BF16, 2026-12-06; bench/RESULTS.md). Margin 0.2 keeps 287 images (94 %); 9 of int8's 10
+# top-1 flips and bf16's only one lie below it (fp32 top-1 0.25-0.50 there), and int8's
+# 95th-percentile |dp| is 0.13: two probabilities moving that much in opposite directions
+# swap any pair closer than ~0.25. Measured mean |dp|: int8 0.030, bf16 0.0043, fp32 <1e-5;
+# 0.05 bounds a shown confidence's average error at 5 points. Worst |dp|: int8 0.53 (a crop
+# fp32 put at 0.67), bf16 0.056; 0.75 refuses any artifact that turns one confident answer
+# (0.85) into a near-zero one, while the 1 % of decisive flips (b) allows can pass.
+MIN_DECISIVE_AGREEMENT = 0.99
+DECISIVE_MARGIN = 0.2
+MAX_MEAN_ABS_DIFF = 0.05
+MAX_WORST_ABS_DIFF = 0.75
+
+
+class GateRule(BaseModel):
+    """The thresholds one gate applied (kept beside its numbers in runtimes.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decisive_margin: float = DECISIVE_MARGIN
+    min_decisive_agreement: float = MIN_DECISIVE_AGREEMENT
+    max_mean_abs_diff: float = MAX_MEAN_ABS_DIFF
+    max_worst_abs_diff: float = MAX_WORST_ABS_DIFF
 
 
 class GateResult(BaseModel):
@@ -48,15 +77,24 @@ class GateResult(BaseModel):
     passed: bool
     reason: str = Field(description="One sentence: why it passed or failed, with numbers.")
     images: int = Field(description="Gate images compared with the reference.")
-    top1_agreement: float
-    min_top1_agreement: float = MIN_TOP1_AGREEMENT
-    max_abs_probability_diff: float
+    rule: GateRule = Field(default_factory=GateRule)
+    # (a) labelled images
     labelled: int = Field(0, description="Gate images that carry a label.")
     reference_correct: int = 0
     candidate_correct: int = 0
     lost: list[str] = Field(
         default_factory=list, description="Labelled images the reference got right and this not."
     )
+    # (b) top-1 agreement where fp32 is decisive; reported only where it is not
+    decisive_images: int = 0
+    decisive_agreement: float = 0.0
+    decisive_disagreements: list[str] = Field(default_factory=list)
+    undecided_images: int = 0
+    undecided_agreement: float | None = Field(None, description="Reported, never failing.")
+    top1_agreement: float = Field(0.0, description="Over every gate image (reported).")
+    # (c) probability error: per image the largest |dp| over classes
+    mean_abs_probability_diff: float = 0.0
+    max_abs_probability_diff: float = 0.0
 
 
 class ArtifactRecord(BaseModel):
@@ -84,6 +122,12 @@ class RuntimeManifest(BaseModel):
     calibration_set: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str = ""
+    cpu: dict[str, Any] = Field(
+        default_factory=dict, description="The CPU the gate ran on (int8 depends on it)."
+    )
+    reference_slice: dict[str, Any] = Field(
+        default_factory=dict, description="The gate images kept for the start-up check."
+    )
     artifacts: dict[str, ArtifactRecord] = Field(default_factory=dict)
 
     def passed(self, backend: str) -> bool:
@@ -113,15 +157,16 @@ def gate_result(
     backend: str,
     reference: np.ndarray,
     candidate: np.ndarray,
-    labels: list[int | None] | None = None,
-    names: list[str] | None = None,
-    min_agreement: float = MIN_TOP1_AGREEMENT,
+    labels: Sequence[int | None] | None = None,
+    names: Sequence[str] | None = None,
+    rule: GateRule | None = None,
 ) -> GateResult:
     """Compare a candidate's probabilities with the reference's on the same gate images.
 
     `labels[i]` is the true class index of image i, or None when it has none; `names`
-    name the images in the `lost` list.
+    name the images in the `lost` and disagreement lists.
     """
+    rule = rule or GateRule()
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape or reference.ndim != 2 or not len(reference):
@@ -130,42 +175,96 @@ def gate_result(
             f"and {candidate.shape}."
         )
     ref_top, cand_top = reference.argmax(axis=1), candidate.argmax(axis=1)
-    agreement = float((ref_top == cand_top).mean())
-    max_diff = float(np.abs(reference - candidate).max())
-    labels = labels if labels is not None else [None] * len(reference)
-    names = names if names is not None else [f"gate[{i}]" for i in range(len(reference))]
+    agrees = ref_top == cand_top
+    decisive = decisive_mask(reference, rule.decisive_margin)
+    per_image_diff = np.abs(reference - candidate).max(axis=1)
+    labels = list(labels) if labels is not None else [None] * len(reference)
+    names = list(names) if names is not None else [f"gate[{i}]" for i in range(len(reference))]
     labelled = [i for i, label in enumerate(labels) if label is not None]
     ref_right = [i for i in labelled if ref_top[i] == labels[i]]
     cand_right = [i for i in labelled if cand_top[i] == labels[i]]
-    lost = [names[i] for i in ref_right if cand_top[i] != labels[i]]
-    problems = []
-    if agreement < min_agreement:
-        problems.append(
-            f"top-1 agreement with the fp32 reference is {agreement:.2%}, below "
-            f"{min_agreement:.0%} (short by {min_agreement - agreement:.2%})"
-        )
-    if lost:
-        problems.append(f"it gets {len(lost)} labelled image(s) wrong that fp32 gets right")
-    if problems:
-        reason = f"{backend} failed the accuracy gate: " + "; ".join(problems) + "."
-    else:
-        reason = (
-            f"{backend} passed: top-1 agreement {agreement:.2%} on {len(reference)} images, "
-            f"max probability difference {max_diff:.3f}, {len(cand_right)}/{len(labelled)} "
-            "labelled images right."
-        )
-    return GateResult(
+    result = GateResult(
         backend=backend,
-        passed=not problems,
-        reason=reason,
+        passed=False,
+        reason="",
         images=len(reference),
-        top1_agreement=agreement,
-        min_top1_agreement=min_agreement,
-        max_abs_probability_diff=max_diff,
+        rule=rule,
         labelled=len(labelled),
         reference_correct=len(ref_right),
         candidate_correct=len(cand_right),
-        lost=lost,
+        lost=[names[i] for i in ref_right if cand_top[i] != labels[i]],
+        decisive_images=int(decisive.sum()),
+        decisive_agreement=_share(agrees[decisive]),
+        decisive_disagreements=[names[i] for i in np.flatnonzero(decisive & ~agrees)],
+        undecided_images=int((~decisive).sum()),
+        undecided_agreement=_share(agrees[~decisive]) if (~decisive).any() else None,
+        top1_agreement=_share(agrees),
+        mean_abs_probability_diff=float(per_image_diff.mean()),
+        max_abs_probability_diff=float(per_image_diff.max()),
+    )
+    problems = gate_problems(result)
+    result.passed = not problems
+    result.reason = (
+        f"{backend} failed the accuracy gate: " + "; ".join(problems) + "."
+        if problems
+        else f"{backend} passed: {gate_numbers(result)}."
+    )
+    return result
+
+
+def decisive_mask(probabilities: np.ndarray, margin: float) -> np.ndarray:
+    """Images where the top-1 probability leads the second by at least `margin`."""
+    top2 = np.sort(np.asarray(probabilities, dtype=np.float64), axis=1)[:, -2:]
+    return np.asarray(top2[:, 1] - top2[:, 0] >= margin)
+
+
+def _share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if len(flags) else 1.0
+
+
+def gate_problems(result: GateResult) -> list[str]:
+    """The rule, one sentence per broken part (empty: the artifact may serve)."""
+    rule, problems = result.rule, []
+    if result.lost:
+        problems.append(
+            f"it gets {len(result.lost)} labelled image(s) wrong that fp32 gets right "
+            f"({', '.join(result.lost)})"
+        )
+    if result.candidate_correct < result.reference_correct:
+        problems.append(
+            f"{result.candidate_correct}/{result.labelled} labelled images right, fp32 "
+            f"{result.reference_correct}"
+        )
+    if result.decisive_agreement < rule.min_decisive_agreement:
+        problems.append(
+            f"top-1 agreement {result.decisive_agreement:.2%} on the {result.decisive_images} "
+            f"images where fp32 is decisive (margin >= {rule.decisive_margin:g}), below "
+            f"{rule.min_decisive_agreement:.0%}"
+        )
+    if result.mean_abs_probability_diff > rule.max_mean_abs_diff:
+        problems.append(
+            f"mean |dp| {result.mean_abs_probability_diff:.4f} > {rule.max_mean_abs_diff:g}"
+        )
+    if result.max_abs_probability_diff > rule.max_worst_abs_diff:
+        problems.append(
+            f"worst |dp| {result.max_abs_probability_diff:.4f} > {rule.max_worst_abs_diff:g}"
+        )
+    return problems
+
+
+def gate_numbers(result: GateResult) -> str:
+    """The measured numbers in one clause, for logs and reasons."""
+    undecided = (
+        f"{result.undecided_agreement:.2%} on {result.undecided_images} undecided (reported)"
+        if result.undecided_agreement is not None
+        else "no undecided images"
+    )
+    return (
+        f"{result.candidate_correct}/{result.labelled} labelled right (fp32 "
+        f"{result.reference_correct}), top-1 agreement {result.decisive_agreement:.2%} on "
+        f"{result.decisive_images} decisive images (margin >= {result.rule.decisive_margin:g}), "
+        f"{undecided}, |dp| mean {result.mean_abs_probability_diff:.4f} worst "
+        f"{result.max_abs_probability_diff:.4f}"
     )
 
 

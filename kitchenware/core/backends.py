@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -96,8 +96,11 @@ def load_backend(
 ) -> Backend:
     """Load the model in `model_dir` with backend `name` (`auto`: the fastest gated one).
 
-    An explicitly named backend that failed its gate is refused (BackendError with the gate's
-    numbers) unless `allow_failed_gate` (for benchmarks); `auto` always skips it.
+    Every OpenVINO artifact is checked again on this CPU before it is returned (the import's
+    gate rule on the model's reference slice, core/runtime_check). An explicitly named
+    backend that failed its gate or that check is refused (BackendError with the numbers)
+    unless `allow_failed_gate` (for benchmarks); `auto` skips it and takes the next one.
+    The returned backend's runtime_info() says what the check found and what was skipped.
     """
     model_dir = Path(model_dir)
     if name not in (AUTO, *BACKEND_NAMES):
@@ -110,23 +113,89 @@ def load_backend(
             raise BackendError(f"Backend {reason}")
         if reason is not None:
             logger.warning("serving %s although %s", name, reason)
-        return _load(model_dir, name)
+        backend = _load(model_dir, name)
+        startup, failed = _startup_check(model_dir, backend)
+        if failed is not None and not allow_failed_gate:
+            raise BackendError(f"Backend {failed}")
+        return CheckedBackend(backend, startup)
     skipped: list[str] = []
+    fallen_from: list[str] = []
     for candidate in AUTO_ORDER:
         reason = why_unusable(model_dir, candidate)
         if reason is None:
             try:
                 backend = _load(model_dir, candidate)
+                startup, reason = _startup_check(model_dir, backend)
             except Exception as exc:  # a broken artifact must not stop the service
                 reason = f"{candidate}: failed to load ({exc})."
-                logger.warning("backend auto: %s", reason)
-            else:
+            if reason is None:
                 if skipped:
                     logger.info("backend auto chose %s; skipped: %s", candidate, " ".join(skipped))
-                return backend
+                if fallen_from:
+                    startup["fallback_from"] = ",".join(fallen_from)
+                    startup["fallback_reason"] = " ".join(skipped)
+                return CheckedBackend(backend, startup)
+            logger.warning("backend auto: %s", reason)
+            fallen_from.append(candidate)
         if reason not in skipped:  # "no artifacts" is one reason for all three
             skipped.append(reason)
     raise BackendError("No backend can serve this model: " + " ".join(skipped))
+
+
+def _startup_check(model_dir: Path, backend: Backend) -> tuple[dict[str, str], str | None]:
+    """Run the gate rule on this CPU: (runtime-info entries, failure reason or None)."""
+    from kitchenware.core.runtime_check import read_reference_slice, run_check
+
+    manifest = read_manifest(model_dir)
+    if backend.name == TENSORFLOW or manifest is None or backend.name not in manifest.artifacts:
+        return {"startup_check": "not run (the Keras fp32 model is the reference)"}, None
+    reference = read_reference_slice(model_dir)
+    if reference is None:
+        return {"startup_check": "not run (no reference slice: re-import the model)"}, None
+    result, seconds = run_check(backend, reference, manifest.artifacts[backend.name].gate.rule)
+    outcome = "passed" if result.passed else "failed"
+    logger.info("start-up check on this CPU, %.2f s: %s", seconds, result.reason)
+    startup = {
+        "startup_check": f"{outcome} in {seconds:.2f} s on {result.images} images",
+        "startup_check_numbers": result.reason,
+    }
+    return startup, None if result.passed else result.reason
+
+
+class CheckedBackend:
+    """A loaded backend plus what the start-up check found and what `auto` skipped.
+
+    Delegates everything to the backend it wraps (Grad-CAM reaches the Keras model through
+    it); only runtime_info() adds the check's entries.
+    """
+
+    def __init__(self, backend: Backend, startup: dict[str, str]) -> None:
+        self.backend = backend
+        self.startup = startup
+        self.name = backend.name
+        self.metadata = backend.metadata
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.backend.class_names
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        return self.backend.predict_arrays(batch)
+
+    def warm_up(self) -> None:
+        self.backend.warm_up()
+
+    def runtime_info(self) -> dict[str, str]:
+        return {**self.backend.runtime_info(), **self.startup}
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute == "backend":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.backend, attribute)
 
 
 def _load(model_dir: Path, name: str) -> Backend:

@@ -31,14 +31,22 @@ from kitchenware.core.artifacts import (
     PRECISION_OF_BACKEND,
     ArtifactRecord,
     GateResult,
+    GateRule,
     RuntimeManifest,
+    decisive_mask,
     gate_result,
     manifest_summary,
     write_manifest,
 )
 from kitchenware.core.metadata import MODEL_FILENAME, read_metadata
-from kitchenware.core.openvino_runtime import compile_ir, cpu_supports_bf16, ir_path
+from kitchenware.core.openvino_runtime import (
+    compile_ir,
+    cpu_description,
+    cpu_supports_bf16,
+    ir_path,
+)
 from kitchenware.core.preprocessing import decode_image, to_model_input
+from kitchenware.core.runtime_check import slice_indices, write_reference_slice
 
 ALL_OPENVINO = (OPENVINO_FP32, OPENVINO_BF16, OPENVINO_INT8)
 GATE_BATCH = 16
@@ -71,11 +79,19 @@ class ImageSet:
 
 
 def random_crops(
-    photos: Sequence[Path], per_photo: int, image_size: int, seed: int, *, include_whole: bool
+    photos: Sequence[Path],
+    per_photo: int,
+    image_size: int,
+    seed: int,
+    *,
+    include_whole: bool,
+    mirrored: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Random square-ish crops (40-100 % of the short side) of real photos, model-sized.
 
     Uses the shared decode (so the pixels are the ones serving sees) and the model's resize.
+    `mirrored`: every crop also goes in left-right flipped (calibration: crops + flips);
+    otherwise each crop is flipped or not at random.
     """
     from PIL import Image
 
@@ -93,11 +109,19 @@ def random_crops(
             w, h = min(width, int(side * aspect)), min(height, int(side / aspect))
             x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
             crop = image.crop((x, y, x + w, y + h))
-            if rng.random() < 0.5:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            arrays.append(to_model_input(crop, image_size))
-            names.append(f"{Path(photo).name}#crop{index}")
+            flip = rng.random() < 0.5
+            variants = [(crop, ""), (crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "f")]
+            for variant, suffix in variants if mirrored else [variants[int(flip)]]:
+                arrays.append(to_model_input(variant, image_size))
+                names.append(f"{Path(photo).name}#crop{index}{suffix}")
     return np.stack(arrays), names
+
+
+CALIBRATION_SEED = 0
+# NNCF advises ~300 calibration samples: 8 crops + their mirror images of each of the 18
+# photos = 288. The gate: 16 other crops of each photo + each photo whole = 306 images.
+CALIBRATION_CROPS_PER_PHOTO = 8
+GATE_CROPS_PER_PHOTO = 16
 
 
 def photo_sets(
@@ -105,35 +129,46 @@ def photo_sets(
     labels: dict[str, int],
     image_size: int,
     *,
-    calibration_per_photo: int = 6,
-    gate_per_photo: int = 12,
-    seed: int = 0,
+    calibration_per_photo: int = CALIBRATION_CROPS_PER_PHOTO,
+    gate_per_photo: int = GATE_CROPS_PER_PHOTO,
+    seed: int = CALIBRATION_SEED,
 ) -> tuple[ImageSet, ImageSet]:
     """Calibration and gate sets from real photos: different random crops for each.
 
     `labels` maps a photo's file name to its class index. The gate also holds every photo
     whole, labelled ones with their label (for the "no labelled photo lost" rule); crops
-    stay unlabelled (a crop may miss the object).
+    stay unlabelled (a crop may miss the object). Calibration is crops and their mirror
+    images from another seed; no calibration image is also a gate image (checked).
     """
     calibration, calibration_names = random_crops(
-        photos, calibration_per_photo, image_size, seed, include_whole=False
+        photos, calibration_per_photo, image_size, seed, include_whole=False, mirrored=True
     )
     gate_images, gate_names = random_crops(
         photos, gate_per_photo, image_size, seed + 1, include_whole=True
     )
+    shared = {image.tobytes() for image in calibration} & {image.tobytes() for image in gate_images}
+    if shared:
+        raise ValueError(f"{len(shared)} calibration image(s) are also gate images.")
     source = {"photos": len(photos), "labelled_photos": len(labels)}
     return (
         ImageSet(
             calibration,
             names=calibration_names,
-            description={"source": "random crops of real photos", **source, "seed": seed},
+            description={
+                "source": f"{calibration_per_photo} random crops of each real photo + their "
+                "mirror images",
+                **source,
+                "seed": seed,
+                "disjoint_from_gate": True,
+            },
         ),
         ImageSet(
             gate_images,
             labels=[labels.get(name) for name in gate_names],
             names=gate_names,
             description={
-                "source": "other random crops of the same photos + each photo whole",
+                "source": f"{gate_per_photo} other random crops of each photo (randomly "
+                "mirrored) + each photo whole",
                 **source,
                 "seed": seed + 1,
             },
@@ -223,10 +258,11 @@ def build_runtime_artifacts(
     gate: ImageSet,
     *,
     backends: Sequence[str] = ALL_OPENVINO,
-    min_agreement: float | None = None,
+    rule: GateRule | None = None,
     log: Any = print,
 ) -> RuntimeManifest:
-    """Write the OpenVINO IRs and runtimes.json into `model_dir` (an exported model dir).
+    """Write the OpenVINO IRs, the start-up check's reference slice and runtimes.json into
+    `model_dir` (an exported model dir).
 
     Every backend is gated against the Keras fp32 model on `gate`; a failing one stays in
     the manifest with its numbers (and `auto` skips it). Replaces earlier artifacts.
@@ -235,7 +271,7 @@ def build_runtime_artifacts(
     import openvino as ov
 
     model_dir = Path(model_dir)
-    gate_args = {} if min_agreement is None else {"min_agreement": min_agreement}
+    rule = rule or GateRule()
     shutil.rmtree(model_dir / OPENVINO_DIR, ignore_errors=True)
     reference = reference_probabilities(model_dir, gate)
     fp32_model, conversion = convert_to_ir(model_dir)
@@ -251,21 +287,40 @@ def build_runtime_artifacts(
         made_by[OPENVINO_INT8] = {"from": conversion, **quantization}
         log(f"quantized to int8 on {len(calibration.images)} images in {quantization['seconds']} s")
 
+    decisive = decisive_mask(reference, rule.decisive_margin)
     manifest = RuntimeManifest(
         reference=f"Keras fp32 ({MODEL_FILENAME}) through TensorFlow",
-        gate_set=gate.summary(),
+        gate_set={
+            **gate.summary(),
+            "decisive_margin": rule.decisive_margin,
+            "decisive_images": int(decisive.sum()),
+            "undecided_images": int((~decisive).sum()),
+        },
         calibration_set=calibration.summary(),
         versions={"openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        cpu=cpu_description(),
     )
+    agreeing = np.ones(len(reference), dtype=bool)
     for backend in backends:
-        result = _gate_backend(model_dir, backend, reference, gate, gate_args)
+        result, candidate = _gate_backend(model_dir, backend, reference, gate, rule)
         log(result.reason)
+        if candidate is not None:
+            agreeing &= candidate.argmax(axis=1) == reference.argmax(axis=1)
         manifest.artifacts[backend] = ArtifactRecord(
             backend=backend,
             ir_path=str(ir_path(model_dir, backend).relative_to(model_dir)),
             made_by={**made_by[backend], "precision_hint": PRECISION_OF_BACKEND[backend]},
             gate=result,
+        )
+    chosen = slice_indices(decisive, gate.labels, agreeing)
+    if len(chosen):  # else no slice: the start-up check says it did not run
+        manifest.reference_slice = write_reference_slice(
+            model_dir,
+            gate.images[chosen],
+            reference[chosen],
+            [gate.labels[i] for i in chosen],
+            [gate.names[i] for i in chosen],
         )
     write_manifest(manifest, model_dir)
     return manifest
@@ -276,17 +331,17 @@ def _gate_backend(
     backend: str,
     reference: np.ndarray,
     gate: ImageSet,
-    gate_args: dict[str, float],
-) -> GateResult:
+    rule: GateRule,
+) -> tuple[GateResult, np.ndarray | None]:
     if backend == OPENVINO_BF16 and not cpu_supports_bf16():
-        return GateResult(
+        skipped = GateResult(
             backend=backend,
             passed=False,
             reason=f"{backend} skipped: this CPU has no native bf16 (it would run as f32).",
             images=0,
-            top1_agreement=0.0,
-            max_abs_probability_diff=0.0,
+            rule=rule,
         )
+        return skipped, None
     compiled = compile_ir(ir_path(model_dir, backend), PRECISION_OF_BACKEND[backend])
     request = compiled.create_infer_request()
 
@@ -294,7 +349,7 @@ def _gate_backend(
         return np.array(request.infer({0: batch})[compiled.output(0)])
 
     candidate = _predict_in_batches(predict, gate.images)
-    return gate_result(backend, reference, candidate, gate.labels, gate.names, **gate_args)
+    return gate_result(backend, reference, candidate, gate.labels, gate.names, rule), candidate
 
 
 def photo_artifacts_hook(

@@ -11,6 +11,8 @@ its precision explicitly (`INFERENCE_PRECISION_HINT`) and reports what the plugi
 from __future__ import annotations
 
 import os
+import platform
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,58 @@ def ir_path(model_dir: Path | str, backend: str) -> Path:
     return Path(model_dir) / OPENVINO_DIR / IR_OF_BACKEND[backend] / IR_FILENAME
 
 
+# Compiled-model cache (OpenVINO CACHE_DIR): the second start skips most of compile_model.
+ENV_MODEL_CACHE = "KITCHENWARE_OPENVINO_CACHE_DIR"
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU as far as int8/bf16 care: model name and number, the ISA flags, and what
+    OpenVINO's CPU plugin says it can do."""
+    import openvino as ov
+
+    info: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return {
+        "model_name": info.get("model name", platform.processor() or "unknown"),
+        "model": info.get("model", ""),
+        "flags": [flag for flag in CPU_FLAGS_OF_INTEREST if flag in flags],
+        "openvino_capabilities": [str(item) for item in capabilities],
+    }
+
+
+def model_cache_dir() -> Path | None:
+    """A writable folder for OpenVINO's compiled-model cache, or None (no cache).
+
+    $KITCHENWARE_OPENVINO_CACHE_DIR, else ~/.cache/kitchenware/openvino, else the temp
+    folder: a read-only container root (or HOME) must not stop the service, only its cache.
+    An empty KITCHENWARE_OPENVINO_CACHE_DIR turns the cache off.
+    """
+    configured = os.environ.get(ENV_MODEL_CACHE)
+    if configured is not None:
+        candidates = [Path(configured)] if configured else []
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        home_cache = Path(xdg) if xdg else Path.home() / ".cache"
+        candidates = [home_cache / "kitchenware" / "openvino"]
+        candidates.append(Path(tempfile.gettempdir()) / "kitchenware-openvino-cache")
+    for candidate in candidates:
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=candidate, prefix=".probe-"):
+                pass
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
 def cpu_supports_bf16() -> bool:
     """Whether the CPU plugin can run bf16 natively (AVX-512 BF16 or AMX)."""
     import openvino as ov
@@ -49,7 +103,11 @@ def compile_ir(path: Path, precision: str, performance_hint: str = DEFAULT_PERFO
 
     core = ov.Core()
     config = {"PERFORMANCE_HINT": performance_hint, "INFERENCE_PRECISION_HINT": precision}
-    return core.compile_model(core.read_model(path), "CPU", config)
+    cache = model_cache_dir()
+    if cache is not None:
+        config["CACHE_DIR"] = str(cache)
+    # A path, not a read model: with a cache hit OpenVINO imports the blob without the IR.
+    return core.compile_model(str(path), "CPU", config)
 
 
 @dataclass

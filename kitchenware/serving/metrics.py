@@ -50,6 +50,30 @@ RUNTIME_INFO = bentoml.metrics.Gauge(
 )
 
 
+# The start-up check (core/runtime_check): the gate rule run again on this CPU before ready.
+STARTUP_CHECK = bentoml.metrics.Gauge(
+    name="kitchenware_startup_check_passed",
+    documentation="1 if the served backend passed the accuracy check on this CPU at start, "
+    "0 if it was served although it failed (a named backend with allow_failed_gate).",
+    labelnames=["backend", "model"],
+    multiprocess_mode="min",
+)
+BACKEND_FALLBACK = bentoml.metrics.Gauge(
+    name="kitchenware_backend_fallback",
+    documentation="1 for each artifact `auto` skipped at start because it failed to load or "
+    "failed the accuracy check on this CPU; `served` is what answers instead.",
+    labelnames=["skipped", "served", "model"],
+    multiprocess_mode="max",
+)
+
+
 def record_runtime(info: dict[str, str], model_tag: str) -> None:
     labels = {key: info.get(key, "") for key in RUNTIME_LABELS}
     RUNTIME_INFO.labels(**labels, model=model_tag).set(1)
+    check = info.get("startup_check", "")
+    if check.startswith(("passed", "failed")):
+        STARTUP_CHECK.labels(backend=labels["backend"], model=model_tag).set(
+            int(check.startswith("passed"))
+        )
+    for skipped in filter(None, info.get("fallback_from", "").split(",")):
+        BACKEND_FALLBACK.labels(skipped=skipped, served=labels["backend"], model=model_tag).set(1)

@@ -7,6 +7,8 @@ OpenVINO inference, and a subprocess that proves the OpenVINO path never imports
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +21,18 @@ from kitchenware.core.artifacts import (
     OPENVINO_BF16,
     OPENVINO_FP32,
     OPENVINO_INT8,
+    GateRule,
     gate_result,
     read_manifest,
 )
 from kitchenware.core.backends import AUTO, TENSORFLOW, BackendError, load_backend
 from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
+from kitchenware.core.runtime_check import (
+    ENV_MAX_MEAN_ABS_DIFF,
+    REFERENCE_SLICE,
+    read_reference_slice,
+    run_check,
+)
 
 SIZE = 32
 
@@ -122,25 +131,56 @@ def test_forced_gate_failure_is_reported_refused_and_skipped_by_auto(tmp_path: P
     int8 = manifest.artifacts[OPENVINO_INT8].gate
     assert not int8.passed, int8
     assert "openvino-int8 failed the accuracy gate" in int8.reason
-    assert int8.top1_agreement < 0.99 or int8.lost
     assert manifest.artifacts[OPENVINO_FP32].gate.passed
     with pytest.raises(BackendError, match="openvino-int8 failed the accuracy gate"):
         load_backend(model_dir, OPENVINO_INT8)
     assert load_backend(model_dir, AUTO).name == OPENVINO_FP32
 
 
-def test_gate_rule_agreement_and_lost_labelled_photos() -> None:
-    reference = np.eye(3)[[0, 1, 2, 0] * 25]  # 100 images
+def gate_fixture() -> tuple[np.ndarray, list[str]]:
+    """100 decisive reference rows (0.9 on one class) and 10 undecided ones (0.5 / 0.4)."""
+    decisive = np.full((100, 3), 0.05)
+    decisive[np.arange(100), np.arange(100) % 3] = 0.9
+    undecided = np.tile([0.5, 0.4, 0.1], (10, 1))
+    return np.concatenate([decisive, undecided]), [f"p{i}" for i in range(110)]
+
+
+def test_gate_rule_undecided_images_are_reported_never_failing() -> None:
+    reference, names = gate_fixture()
     candidate = reference.copy()
-    candidate[0] = [0, 1, 0]  # one disagreement: 99 % agreement passes ...
-    labels: list[int | None] = [None] * 100
-    assert gate_result("x", reference, candidate, labels).passed
+    candidate[100:] = [0.4, 0.5, 0.1]  # every undecided image flips: |dp| 0.1
+    result = gate_result("x", reference, candidate, names=names)
+    assert result.passed, result.reason
+    assert result.decisive_images == 100 and result.undecided_images == 10
+    assert result.decisive_agreement == 1.0 and result.undecided_agreement == 0.0
+    assert result.top1_agreement == 100 / 110
+    assert result.max_abs_probability_diff == pytest.approx(0.1)
+    assert result.mean_abs_probability_diff == pytest.approx(1 / 110)
+
+
+def test_gate_rule_decisive_agreement_labelled_photos_and_probability_error() -> None:
+    reference, names = gate_fixture()
+    candidate = reference.copy()
+    candidate[0] = [0.3, 0.6, 0.1]  # one decisive disagreement: 99 % passes ...
+    labels: list[int | None] = [None] * 110
+    assert gate_result("x", reference, candidate, labels, names).passed
     labels[0] = 0  # ... unless that image is labelled and the reference gets it right
-    lost = gate_result("x", reference, candidate, labels, names=[f"p{i}" for i in range(100)])
-    assert not lost.passed and lost.lost == ["p0"]
-    candidate[1] = [1, 0, 0]  # two disagreements: 98 % < 99 %
-    low = gate_result("x", reference, candidate)
-    assert not low.passed and "98.00%" in low.reason and "short by 1.00%" in low.reason
+    lost = gate_result("x", reference, candidate, labels, names)
+    assert not lost.passed and lost.lost == ["p0"] and lost.candidate_correct == 0
+    assert "1 labelled image(s) wrong that fp32 gets right (p0)" in lost.reason
+    candidate[1] = [0.6, 0.3, 0.1]  # two decisive disagreements: 98 % < 99 %
+    low = gate_result("x", reference, candidate, names=names)
+    assert not low.passed and "98.00% on the 100 images where fp32 is decisive" in low.reason
+    assert low.decisive_disagreements == ["p0", "p1"]
+
+    drift = reference + np.array([0.03, -0.03, 0.0])  # top-1 kept, |dp| 0.03 everywhere
+    rule = GateRule(max_mean_abs_diff=0.02)
+    drifted = gate_result("x", reference, drift, names=names, rule=rule)
+    assert not drifted.passed and "mean |dp| 0.0300 > 0.02" in drifted.reason
+    spike = reference.copy()
+    spike[5] = [0.5, 0.05, 0.45]  # one decisive image (0.9 on class 2) moved by 0.45
+    spiky = gate_result("x", reference, spike, names=names, rule=GateRule(max_worst_abs_diff=0.4))
+    assert not spiky.passed and "worst |dp| 0.4500 > 0.4" in spiky.reason
 
 
 def test_unknown_or_missing_backends_say_what_to_do(tmp_path: Path) -> None:
@@ -166,3 +206,96 @@ def test_openvino_backend_never_imports_tensorflow(converted: Path) -> None:
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"shape": [2, len(CLASS_NAMES)], "heavy": []}
+
+
+# --- the start-up check: the gate rule again, on this CPU, before a backend serves -------
+
+
+def gated_artifacts(model_dir: Path) -> list[str]:
+    manifest = read_manifest(model_dir)
+    assert manifest is not None
+    return [b for b in (OPENVINO_INT8, OPENVINO_BF16, OPENVINO_FP32) if manifest.passed(b)]
+
+
+def corrupted_copy(model_dir: Path, target: Path) -> Path:
+    """The model with its reference slice's fp32 outputs shifted by one class."""
+    shutil.copytree(model_dir, target)
+    path = target / REFERENCE_SLICE
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["reference"] = np.roll(arrays["reference"], 1, axis=1)
+    np.savez_compressed(path, **arrays)
+    return target
+
+
+def test_the_startup_check_runs_on_this_cpu_within_a_second(converted: Path) -> None:
+    manifest = read_manifest(converted)
+    assert manifest is not None and manifest.reference_slice["images"] >= 6
+    backend = load_backend(converted, AUTO)
+    info = backend.runtime_info()
+    outcome, seconds = re.fullmatch(
+        r"(passed|failed) in ([0-9.]+) s on \d+ images", info["startup_check"]
+    ).groups()  # type: ignore[union-attr]
+    assert outcome == "passed" and float(seconds) <= 1.0, info
+    assert backend.name == gated_artifacts(converted)[0] and "fallback_from" not in info
+    tensorflow = load_backend(converted, TENSORFLOW).runtime_info()
+    assert tensorflow["startup_check"].startswith("not run (the Keras fp32 model")
+
+
+def test_a_corrupted_reference_fails_every_artifact_and_auto_falls_back(
+    converted: Path, tmp_path: Path
+) -> None:
+    model_dir = corrupted_copy(converted, tmp_path / "model")
+    gated = gated_artifacts(model_dir)
+    backend = load_backend(model_dir, AUTO)
+    info = backend.runtime_info()
+    assert backend.name == TENSORFLOW
+    assert info["fallback_from"] == ",".join(gated)
+    assert info["fallback_reason"].count("failed the start-up check on this CPU") == len(gated)
+    with pytest.raises(BackendError, match=f"{gated[0]} failed the start-up check on this CPU"):
+        load_backend(model_dir, gated[0])
+    forced = load_backend(model_dir, gated[0], allow_failed_gate=True)  # benchmarks only
+    assert forced.runtime_info()["startup_check"].startswith("failed")
+
+
+def test_a_stricter_setting_moves_auto_to_the_next_artifact_by_the_rule(
+    converted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bound the mean |dp| between the artifacts' own numbers on the slice: each one above
+    it must be skipped, the first one under it served."""
+    reference = read_reference_slice(converted)
+    manifest = read_manifest(converted)
+    assert reference is not None and manifest is not None
+    gated = gated_artifacts(converted)
+    means = {}
+    for name in gated:
+        result, _ = run_check(load_backend(converted, name), reference, GateRule())
+        means[name] = result.mean_abs_probability_diff
+    bound = float(np.sqrt(min(means.values()) * max(means.values())))  # between the extremes
+    monkeypatch.setenv(ENV_MAX_MEAN_ABS_DIFF, repr(bound))
+    expected = [name for name in gated if means[name] <= bound]
+    if not expected:
+        expected = [TENSORFLOW]
+    backend = load_backend(converted, AUTO)
+    assert backend.name == expected[0], means
+    skipped = [name for name in gated if means[name] > bound]
+    assert backend.runtime_info().get("fallback_from", "") == ",".join(skipped)
+
+
+def test_predict_py_runs_the_same_check_and_falls_back(converted: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model_dir = corrupted_copy(converted, tmp_path / "model")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images, _ = colour_images(1, seed=9)
+    for index, image in enumerate(images):
+        Image.fromarray(image.astype(np.uint8)).save(photos / f"{index}.png")
+    done = subprocess.run(
+        [sys.executable, "predict.py", "--data", str(photos), "--model-dir", str(model_dir),
+         "--out", str(tmp_path / "labels.csv"), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "failed the start-up check on this CPU" in done.stderr
+    assert "with tensorflow" in done.stderr

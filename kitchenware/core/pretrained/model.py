@@ -46,7 +46,7 @@ from kitchenware.core.pretrained.source import (
 )
 
 # Bump when the wrapper or the metadata changes: a new import version is a new store entry.
-IMPORT_VERSION = "2"  # 2: the entry carries OpenVINO IR + runtimes.json (issue 10)
+IMPORT_VERSION = "3"  # 3: issue 16 gate + reference slice for the start-up check
 SOURCE_LABEL = "source_sha256"
 IMPORT_LABEL = "import_version"
 TOLERANCE = 1e-5  # how closely the wrapper and a reload must reproduce the package
