@@ -13,9 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-from service_support import CLASS_COLOURS, CLASS_NAMES, build_colour_model
+from service_support import (
+    CLASS_COLOURS,
+    CLASS_NAMES,
+    build_colour_model,
+    image_bytes,
+    import_into_store,
+    serve,
+    store_env,
+)
 
 from kitchenware.core.artifacts import (
     OPENVINO_BF16,
@@ -258,28 +267,60 @@ def test_a_corrupted_reference_fails_every_artifact_and_auto_falls_back(
     assert forced.runtime_info()["startup_check"].startswith("failed")
 
 
+def stricter_bound(model_dir: Path) -> tuple[float, list[str], list[str]]:
+    """A mean |dp| bound between the gated artifacts' own numbers on the slice, measured
+    here: (bound, the artifacts above it, the artifacts under it or tensorflow)."""
+    reference = read_reference_slice(model_dir)
+    assert reference is not None
+    gated = gated_artifacts(model_dir)
+    means = {}
+    for name in gated:
+        result, _ = run_check(load_backend(model_dir, name), reference, GateRule())
+        means[name] = result.mean_abs_probability_diff
+    bound = float(np.sqrt(min(means.values()) * max(means.values())))  # between the extremes
+    above = [name for name in gated if means[name] > bound]
+    return bound, above, [name for name in gated if name not in above] or [TENSORFLOW]
+
+
 def test_a_stricter_setting_moves_auto_to_the_next_artifact_by_the_rule(
     converted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bound the mean |dp| between the artifacts' own numbers on the slice: each one above
-    it must be skipped, the first one under it served."""
-    reference = read_reference_slice(converted)
-    manifest = read_manifest(converted)
-    assert reference is not None and manifest is not None
-    gated = gated_artifacts(converted)
-    means = {}
-    for name in gated:
-        result, _ = run_check(load_backend(converted, name), reference, GateRule())
-        means[name] = result.mean_abs_probability_diff
-    bound = float(np.sqrt(min(means.values()) * max(means.values())))  # between the extremes
+    """Each artifact above the bound must be skipped, the first one under it served."""
+    bound, above, under = stricter_bound(converted)
     monkeypatch.setenv(ENV_MAX_MEAN_ABS_DIFF, repr(bound))
-    expected = [name for name in gated if means[name] <= bound]
-    if not expected:
-        expected = [TENSORFLOW]
     backend = load_backend(converted, AUTO)
-    assert backend.name == expected[0], means
-    skipped = [name for name in gated if means[name] > bound]
-    assert backend.runtime_info().get("fallback_from", "") == ",".join(skipped)
+    assert backend.name == under[0]
+    assert backend.runtime_info().get("fallback_from", "") == ",".join(above)
+
+
+@pytest.mark.slow
+def test_served_fallback_is_in_the_answer_the_metrics_and_the_log(
+    converted: Path, tmp_path: Path
+) -> None:
+    """A real `bentoml serve`: the check runs before /readyz; what `auto` skipped shows."""
+    bound, above, under = stricter_bound(converted)
+    home = tmp_path / "bentoml_home"
+    tag = import_into_store(converted, home)
+    env = store_env(home, model_tag=tag)
+    env[ENV_MAX_MEAN_ABS_DIFF] = repr(bound)
+    with serve("service:Kitchenware", env, log_dir=tmp_path) as server:
+        red = image_bytes((230, 20, 20), "PNG", size=(40, 30))
+        answer = httpx.post(f"{server.url}/classify", files={"image": ("r.png", red)})
+        metrics = httpx.get(f"{server.url}/metrics").text
+        log = server.log()
+    assert answer.status_code == 200 and answer.json()["runtime"] == under[0], answer.text
+    fallbacks = metric_labels(metrics, "kitchenware_backend_fallback")
+    assert {(f["skipped"], f["served"]) for f in fallbacks} == {(b, under[0]) for b in above}
+    assert log.count("failed the start-up check on this CPU") >= len(above)
+    if under[0] != TENSORFLOW:
+        (check,) = metric_labels(metrics, "kitchenware_startup_check_passed")
+        assert check["backend"] == under[0]
+
+
+def metric_labels(metrics: str, name: str) -> list[dict[str, str]]:
+    """The label sets of a Prometheus metric's samples that have the value 1."""
+    samples = re.findall(rf"^{name}\{{([^}}]*)\}} 1\.0$", metrics, re.M)
+    return [dict(re.findall(r'(\w+)="([^"]*)"', sample)) for sample in samples]
 
 
 def test_predict_py_runs_the_same_check_and_falls_back(converted: Path, tmp_path: Path) -> None:
