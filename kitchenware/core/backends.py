@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,8 +114,7 @@ def load_backend(
             raise BackendError(f"Backend {reason}")
         if reason is not None:
             logger.warning("serving %s although %s", name, reason)
-        backend = _load(model_dir, name)
-        startup, failed = _startup_check(model_dir, backend)
+        backend, startup, failed = _load_and_check(model_dir, name)
         if failed is not None and not allow_failed_gate:
             raise BackendError(f"Backend {failed}")
         return CheckedBackend(backend, startup)
@@ -124,8 +124,7 @@ def load_backend(
         reason = why_unusable(model_dir, candidate)
         if reason is None:
             try:
-                backend = _load(model_dir, candidate)
-                startup, reason = _startup_check(model_dir, backend)
+                backend, startup, reason = _load_and_check(model_dir, candidate)
             except Exception as exc:  # a broken artifact must not stop the service
                 reason = f"{candidate}: failed to load ({exc})."
             if reason is None:
@@ -140,6 +139,14 @@ def load_backend(
         if reason not in skipped:  # "no artifacts" is one reason for all three
             skipped.append(reason)
     raise BackendError("No backend can serve this model: " + " ".join(skipped))
+
+
+def _load_and_check(model_dir: Path, name: str) -> tuple[Backend, dict[str, str], str | None]:
+    started = time.perf_counter()
+    backend = _load(model_dir, name)
+    loaded = time.perf_counter() - started
+    startup, failed = _startup_check(model_dir, backend)
+    return backend, {"load_seconds": f"{loaded:.2f}", **startup}, failed
 
 
 def _startup_check(model_dir: Path, backend: Backend) -> tuple[dict[str, str], str | None]:

@@ -15,6 +15,7 @@ import pytest
 from real_model_support import imported_tag, pretrained_cli, real_model_home
 from service_support import build_colour_model, free_port
 
+from kitchenware.core.artifacts import read_manifest
 from kitchenware.core.pretrained import (
     CLASS_NAMES,
     DEFAULT_TAG,
@@ -131,6 +132,46 @@ def test_stored_model_outputs_probabilities_from_0_255_input(
     labels = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
     predicted = dict(zip(real_photos.ids, labels, strict=True))
     assert {i: predicted[i] for i in LABELLED} == LABELLED
+
+
+@pytest.mark.slow
+def test_the_import_gates_every_artifact_by_the_rule_and_auto_serves_what_passed_here(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The gate's outcome depends on the CPU (VNNI, bf16); the rule does not. Whatever this
+    CPU measured, each verdict must follow from the numbers in runtimes.json, and `auto`
+    must serve the fastest artifact that passed both the gate and the start-up check."""
+    from kitchenware.core.artifacts import OPENVINO_BF16, OPENVINO_FP32, gate_problems
+    from kitchenware.core.backends import AUTO, AUTO_ORDER, load_backend
+
+    home, _ = real_model_home(tmp_path_factory.getbasetemp())
+    (entry,) = stored_entries(home)
+    manifest = read_manifest(entry)
+    assert manifest is not None
+    gate_set, calibration = manifest.gate_set, manifest.calibration_set
+    assert gate_set["images"] == 306 and gate_set["labelled"] == 9
+    assert gate_set["decisive_images"] + gate_set["undecided_images"] == 306
+    assert calibration["images"] == 288 and calibration["disjoint_from_gate"]
+    assert calibration["seed"] != gate_set["seed"]
+    assert manifest.cpu["model_name"] and "avx2" in manifest.cpu["flags"]
+    assert manifest.reference_slice["images"] == 32 + 9
+    for name, record in manifest.artifacts.items():
+        gate = record.gate
+        if gate.images == 0:  # bf16 on a CPU without it
+            assert name == OPENVINO_BF16 and "BF16" not in manifest.cpu["openvino_capabilities"]
+            continue
+        assert gate.passed == (not gate_problems(gate)), gate.reason
+        assert gate.decisive_images == gate_set["decisive_images"] and gate.labelled == 9
+        assert gate.reference_correct == 9
+    fp32 = manifest.artifacts[OPENVINO_FP32].gate
+    assert fp32.passed and fp32.max_abs_probability_diff < 1e-4
+
+    backend = load_backend(entry, AUTO)
+    info = backend.runtime_info()
+    checked_out = info.get("fallback_from", "").split(",")
+    expected = next(b for b in AUTO_ORDER if manifest.passed(b) and b not in checked_out)
+    assert backend.name == expected, info
+    assert info["startup_check"].startswith("passed"), info
 
 
 def test_a_wheel_with_the_wrong_hash_is_refused_and_the_store_is_unchanged(
