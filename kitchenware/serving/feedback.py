@@ -1,15 +1,24 @@
 """The feedback store: recent predictions, the corrections users send, and their photos.
 
 One code path (SQLAlchemy Core) for both databases:
-- SQLite in WAL mode (the default, a file under the BentoML home) with synchronous=FULL,
-  so a correction is acknowledged only after its transaction is on disk;
+- SQLite (the default, a file under the BentoML home) with a rollback journal: a correction
+  is committed with synchronous=FULL, so it is on disk before it is acknowledged;
+  predictions go through a second engine with synchronous=NORMAL (no fsync per batch).
+  Not WAL: WAL maps a `-shm` file into every process that opens the database, and a store
+  folder turned read-only or immutable under it killed the model workers with SIGBUS
+  (issue 18); a rollback journal maps nothing, and the fault is an error like any other.
 - PostgreSQL by URL (`postgresql://user@host/db`, driven by psycopg 3) when several
-  replicas share one store.
+  replicas share one store: connect and statement timeouts, predictions committed with
+  synchronous_commit off, corrections with the server's default (on).
 
-Photos are stored by content (`images/<sha[:2]>/<sha>.<ext>`), written to a temp file,
-fsynced and renamed into place, so a photo sent twice is stored once and a crash never
-leaves half a file. Predictions (and the photos only they use) are kept for
-`prediction_retention_hours`; corrections for `feedback_retention_days` (0: forever).
+Photos are stored by content (`images/<sha[:2]>/<sha>.<ext>`), written to a temp file and
+renamed into place, so a photo sent twice is stored once and a crash never leaves half a
+file; a correction's photo is fsynced first, a prediction's is not (a crash may lose the last
+moments of predictions, never an acknowledged correction). A prediction's photo is written
+before its row, so a row never points at a missing photo. Predictions (and the photos only
+they use) are kept for `prediction_retention_hours`; corrections for
+`feedback_retention_days` (0: forever). Predictions that could not be kept leave a short
+note (`unkept_predictions`) so a later correction hears "not kept because ...", not 404.
 """
 
 from __future__ import annotations
@@ -23,14 +32,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from kitchenware.core.preprocessing import ImageDecodeError, open_image
 from kitchenware.serving.errors import ClientError
 from kitchenware.serving.predictionlog import PredictionRecord, image_facts
+from kitchenware.serving.storefaults import CONNECT_TIMEOUT_S, LOCK_WAIT_S, STATEMENT_TIMEOUT_S
 
 logger = logging.getLogger("kitchenware.feedback")
 
@@ -57,6 +68,16 @@ predictions = sa.Table(
     sa.Column("backend", sa.String(64), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
 )
+# Predictions whose row or photo could not be written (store failing, or the background queue
+# full): what a correction by their request id is told instead of a false 404.
+unkept_predictions = sa.Table(
+    "unkept_predictions",
+    metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("reason", sa.String(300), nullable=False),
+)
 feedback = sa.Table(
     "feedback",
     metadata,
@@ -77,6 +98,15 @@ feedback = sa.Table(
 
 class FeedbackError(ClientError):
     """A correction the store refuses; the status and sentence go to the client."""
+
+
+class UnkeptPrediction(NamedTuple):
+    """A prediction that was answered but could not be kept, and why (one sentence)."""
+
+    request_id: str
+    position: int
+    created_at: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -118,34 +148,70 @@ def sqlite_path(url: sa.URL) -> Path | None:
     return Path(url.database).expanduser()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # the commit is on disk before we answer
-    cursor.execute("PRAGMA busy_timeout=30000")  # writers queue instead of failing
-    cursor.close()
+class SqlitePragmas:
+    """Set on every new SQLite connection: a rollback journal (no -shm mapping), no mmap,
+    how hard a commit syncs, and a bounded wait for another writer's lock."""
+
+    def __init__(self, synchronous: str) -> None:
+        self.synchronous = synchronous
+
+    def __call__(self, dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode=TRUNCATE")
+        cursor.execute("PRAGMA mmap_size=0")
+        cursor.execute(f"PRAGMA synchronous={self.synchronous}")
+        cursor.close()
 
 
-def atomic_write(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` via temp file + fsync + rename; False if it already exists."""
+def make_engine(url: sa.URL, synchronous: str = "FULL") -> sa.Engine:
+    """An engine whose every call is bounded in time (see storefaults.py)."""
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": LOCK_WAIT_S})
+        sa.event.listen(engine, "connect", SqlitePragmas(synchronous))
+        return engine
+    statement_ms = int(STATEMENT_TIMEOUT_S * 1000)
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=LOCK_WAIT_S,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+        },
+    )
+
+
+def sync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
+    """Write `data` to `path` via temp file + rename (+ fsync when `durable`); False if it
+    already exists. Without fsync a process crash still leaves the whole file or none."""
     if path.exists():
+        if durable:  # it may have been kept for a prediction, without fsync
+            sync_file(path)
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
     return True
 
 
@@ -166,6 +232,16 @@ def create_schema(engine: sa.Engine, attempts: int = 5) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))  # another worker is creating them: look again
+
+
+def not_kept_error(where: str, reason: str) -> FeedbackError:
+    """409: the prediction was answered but never kept, so it cannot be corrected by id."""
+    return FeedbackError(
+        409,
+        "prediction_not_kept",
+        f"The prediction with {where} was answered but not kept ({reason}); send the image "
+        "with the correction instead.",
+    )
 
 
 def validate_label(label: str | None, class_names: list[str]) -> str:
@@ -224,9 +300,10 @@ class FeedbackStore:
         self.keep_prediction_images = keep_prediction_images
         self.prediction_retention_s = prediction_retention_s
         self.feedback_retention_s = feedback_retention_s
-        self.engine = sa.create_engine(parsed, pool_pre_ping=True)
-        if parsed.get_backend_name() == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = make_engine(parsed, "FULL")  # corrections: durable before the answer
+        self.prediction_engine = (  # predictions: group commits without fsync
+            make_engine(parsed, "NORMAL") if db_file is not None else self.engine
+        )
         create_schema(self.engine)
         self._last_purge = -PURGE_INTERVAL_S
         self.maybe_purge()  # at start-up, then at most hourly on writes
@@ -246,6 +323,9 @@ class FeedbackStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.prediction_engine.dispose()
+
+    reopen = close  # after a fault: drop every pooled connection; the next call makes new ones
 
     # -- photos -------------------------------------------------------------------------
 
@@ -267,14 +347,28 @@ class FeedbackStore:
 
     # -- predictions --------------------------------------------------------------------
 
-    def record_predictions(self, records: list[PredictionRecord], images: list[bytes]) -> None:
-        """Keep these predictions (and, by setting, their photos) for later feedback."""
-        rows = []
+    def record_predictions(
+        self,
+        records: list[PredictionRecord],
+        images: list[bytes],
+        unkept: list[UnkeptPrediction] = (),  # type: ignore[assignment]
+    ) -> list[OSError]:
+        """Keep these predictions (and, by setting, their photos) for later feedback, in one
+        transaction without fsync; `unkept` notes predictions that could not be kept.
+        Returns the errors of photos that could not be written (their rows say so).
+
+        Photos first, rows after: a crash between the two leaves an orphan photo (purged
+        later), never a row whose photo is missing."""
+        rows, photo_errors = [], []
         for record, data in zip(records, images, strict=True):
             ext = FORMAT_EXTENSIONS.get(record.image_format, "img")
             kept = self.keep_prediction_images and bool(record.image_format)
             if kept:
-                atomic_write(self.image_path(record.image_sha256, ext), data)
+                try:
+                    atomic_write(self.image_path(record.image_sha256, ext), data, durable=False)
+                except OSError as exc:  # e.g. the photo folder full, the database elsewhere
+                    kept = False
+                    photo_errors.append(exc)
             rows.append(
                 {
                     "request_id": record.request_id,
@@ -292,10 +386,33 @@ class FeedbackStore:
                     "latency_ms": record.latency_ms,
                 }
             )
-        if rows:
-            with self.engine.begin() as connection:
-                connection.execute(predictions.insert(), rows)
+        notes = [note._asdict() for note in unkept]
+        if not rows and not notes:
+            return photo_errors
+        with self.prediction_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            # A client may send the same X-Request-ID twice: keep the first, lose no batch.
+            for table, values in ((predictions, rows), (unkept_predictions, notes)):
+                if values:
+                    connection.execute(self._insert_new(table), values)
         self.maybe_purge()
+        return photo_errors
+
+    def _insert_new(self, table: sa.Table) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def raise_if_unkept(self, request_id: str, position: int, where: str) -> None:
+        with self.engine.connect() as connection:
+            reason = connection.execute(
+                sa.select(unkept_predictions.c.reason).where(
+                    unkept_predictions.c.request_id == request_id,
+                    unkept_predictions.c.position == position,
+                )
+            ).scalar()
+        if reason is not None:
+            raise not_kept_error(where, reason)
 
     def prediction(self, request_id: str, position: int = 0) -> sa.Row[Any] | None:
         with self.engine.connect() as connection:
@@ -328,6 +445,7 @@ class FeedbackStore:
             row = self.prediction(request_id, position)
             where = f"request_id '{request_id}'" + (f" (position {position})" if position else "")
             if row is None:
+                self.raise_if_unkept(request_id, position, where)
                 raise FeedbackError(
                     404,
                     "unknown_request_id",
@@ -349,7 +467,8 @@ class FeedbackStore:
                     400,
                     "image_not_kept",
                     f"The photo of {where} was not kept (KITCHENWARE_KEEP_PREDICTION_IMAGES="
-                    "false): send the image with the correction.",
+                    "false, or the photo folder could not be written): send the image with "
+                    "the correction.",
                 )
         elif image is None:
             raise FeedbackError(
@@ -367,6 +486,7 @@ class FeedbackStore:
                 raise FeedbackError(
                     404, "image_gone", f"The photo of request_id '{request_id}' is gone."
                 )
+            sync_file(self.image_path(sha256, ext))  # kept without fsync; durable before the ack
         key = (
             f"prediction:{request_id}:{position}"
             if request_id is not None
@@ -444,6 +564,11 @@ class FeedbackStore:
                     predictions.c.created_at < now - self.prediction_retention_s
                 )
             ).rowcount
+            connection.execute(
+                unkept_predictions.delete().where(
+                    unkept_predictions.c.created_at < now - self.prediction_retention_s
+                )
+            )
             if self.feedback_retention_s > 0:
                 removed["feedback"] = connection.execute(
                     feedback.delete().where(feedback.c.created_at < now - self.feedback_retention_s)

@@ -2,15 +2,21 @@
 
 service.py calls these; they hold the logic so the service stays a thin BentoML class.
 Blocking work (database, files, PNG encoding) is done in threads by the async wrappers.
+Predictions are kept in the background (recorder.py): arecord only queues them. Corrections
+are committed before they are acknowledged, in a few dedicated threads with a deadline, so a
+hung store answers 503 + Retry-After instead of holding requests (storefaults.py).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import numpy as np
 from pydantic import BaseModel, Field
@@ -18,6 +24,7 @@ from starlette.responses import JSONResponse
 
 from kitchenware.core.preprocessing import ImageDecodeError, decode_image, to_model_input
 from kitchenware.serving import docspage
+from kitchenware.serving.errors import ClientError
 from kitchenware.serving.explain import (
     ExplainError,
     ExplainResponse,
@@ -30,11 +37,22 @@ from kitchenware.serving.explain import (
 )
 from kitchenware.serving.feedback import (
     FeedbackError,
+    FeedbackRecord,
     FeedbackStore,
+    not_kept_error,
+    redacted,
     validate_label,
     validate_note,
 )
-from kitchenware.serving.predictionlog import log_predictions, prediction_record
+from kitchenware.serving.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.recorder import FLUSH_INTERVAL_S, PredictionRecorder, QueuedPrediction
+from kitchenware.serving.storefaults import (
+    STORE_DEADLINE_S,
+    StoreHealth,
+    StoreOpener,
+    StoreUnavailable,
+    is_store_fault,
+)
 from kitchenware.serving.uploads import FileField
 
 logger = logging.getLogger("kitchenware.loop")
@@ -44,6 +62,12 @@ FEEDBACK_FIELDS = FileField(
     "image", max_files=1, text_fields=("label", "request_id", "index", "note"), optional=True
 )
 EXPLAIN_FIELDS = FileField("image", max_files=1, text_fields=("label", "method"))
+# A correction by id may race its prediction's background write (this worker's or
+# another's): before a 404, look again for a few group-commit intervals.
+UNKNOWN_ID_GRACE_S = 10 * FLUSH_INTERVAL_S
+# Threads that may sit in a hung store call: few, so a hung database cannot take the
+# threads decoding and explaining need; past them, /feedback waits its deadline, then 503.
+STORE_THREADS = 4
 
 
 class FeedbackAnswer(BaseModel):
@@ -60,7 +84,14 @@ class FeedbackAnswer(BaseModel):
 
 
 def error_response(status: int, reason: str, message: str, **details: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "reason": reason, **details}, status_code=status)
+    headers = {"Retry-After": str(details["retry_after_s"])} if "retry_after_s" in details else None
+    return JSONResponse(
+        {"error": message, "reason": reason, **details}, status_code=status, headers=headers
+    )
+
+
+def client_error_response(exc: ClientError) -> JSONResponse:
+    return error_response(exc.status_code, exc.reason, exc.message, **exc.details)
 
 
 class FeedbackLoop:
@@ -71,14 +102,19 @@ class FeedbackLoop:
         self.model_tag = model_tag
         self.class_names = list(class_names)
         self.backend = backend
-        self.store: FeedbackStore | None = None
-        self.store_error = ""
-        try:
-            self.store = FeedbackStore.from_settings(settings)
-            logger.info("feedback store: %s", self.store.describe())
-        except Exception as exc:  # predictions still work; /feedback answers 503 and says why
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("feedback store unavailable; /feedback will answer 503")
+        name = f"the feedback store {redacted(settings.feedback_url or 'sqlite (default)')}"
+        self.health = StoreHealth(
+            name, "predictions are not kept and /feedback answers 503 until it recovers"
+        )
+        self.store = StoreOpener(lambda: FeedbackStore.from_settings(settings), name, self.health)
+        # Opened now, to say where it is; if that fails it is tried again on use: predictions
+        # still work and /feedback answers 503 saying why.
+        with contextlib.suppress(StoreUnavailable):
+            logger.info("feedback store: %s", self.store.get().describe())
+        self.recorder = PredictionRecorder(
+            self.store, self.describe, settings.prediction_log, self.health
+        )
+        self.store_threads = anyio.CapacityLimiter(STORE_THREADS)
         docspage.RUNTIME.update(model=model_tag, classes=self.class_names, backend=backend)
 
     def set_backend(self, backend: str) -> None:
@@ -88,36 +124,32 @@ class FeedbackLoop:
 
     # -- /classify ------------------------------------------------------------------------
 
-    def record(
-        self,
-        request_id: str,
-        images: list[Path],
-        probabilities: np.ndarray,
-        latency_ms: float,
-    ) -> None:
-        """Log and keep every prediction of one request (blocking)."""
-        records, blobs = [], []
-        for position, (path, row) in enumerate(zip(images, probabilities, strict=True)):
-            data = Path(path).read_bytes()
-            scores = dict(zip(self.class_names, (float(p) for p in row), strict=True))
-            records.append(
-                prediction_record(
-                    request_id, position, data, scores, self.model_tag, self.backend, latency_ms
-                )
-            )
-            blobs.append(data)
-        log_predictions(self.settings.prediction_log, records)
-        if self.store is not None:
-            try:
-                self.store.record_predictions(records, blobs)
-            except Exception:  # a full disk must not fail the prediction itself
-                logger.exception("could not keep predictions of %s for feedback", request_id)
+    def describe(self, item: QueuedPrediction) -> PredictionRecord:
+        """The record of one queued prediction (hash and header read in the writer thread)."""
+        scores = dict(zip(self.class_names, (float(p) for p in item.probabilities), strict=True))
+        return prediction_record(
+            item.request_id,
+            item.position,
+            item.data,
+            scores,
+            self.model_tag,
+            self.backend,
+            item.latency_ms,
+            created_at=item.created_at,
+        )
 
     async def arecord(
-        self, request_id: str | None, images: list[Path], probabilities: np.ndarray, ms: float
+        self,
+        request_id: str | None,
+        photos: list[Path] | list[bytes],
+        probabilities: np.ndarray,
+        ms: float,
     ) -> None:
+        """Queue the predictions of one request for keeping; returns at once (the photos are
+        read now: BentoML deletes its temp files when the request ends)."""
         if request_id:
-            await anyio.to_thread.run_sync(self.record, request_id, images, probabilities, ms)
+            data = [p if isinstance(p, bytes) else Path(p).read_bytes() for p in photos]
+            self.recorder.submit(request_id, data, probabilities, ms)
 
     # -- /feedback ------------------------------------------------------------------------
 
@@ -127,30 +159,18 @@ class FeedbackLoop:
         label: str | None,
         request_id: str | None,
         index: int,
-        image: Path | None,
+        image: Path | bytes | None,
         note: str | None,
     ) -> FeedbackAnswer | JSONResponse:
         """Validate, store and acknowledge one correction (blocking)."""
         try:
             label = validate_label(label, self.class_names)
             note = validate_note(note, self.settings.feedback_note_max_chars)
-            if self.store is None:
-                return error_response(
-                    503,
-                    "feedback_store_unavailable",
-                    f"The feedback store is unavailable ({self.store_error}); check "
-                    "KITCHENWARE_FEEDBACK_URL.",
-                )
-            record = self.store.add_feedback(
-                label,
-                request_id=(request_id or "").strip() or None,
-                position=index,
-                image=Path(image).read_bytes() if image is not None else None,
-                note=note,
-                max_pixels=self.settings.max_image_pixels,
-            )
-        except FeedbackError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status_code)
+            request_id = (request_id or "").strip() or None
+            data = Path(image).read_bytes() if isinstance(image, Path) else image
+            record = self.store_correction(label, request_id, index, data, note)
+        except ClientError as exc:
+            return client_error_response(exc)
         logger.info(
             "feedback %d: %s (model said %s) for %s",
             record.id,
@@ -167,8 +187,57 @@ class FeedbackLoop:
             message=f"Stored: this photo is a {record.label}.",
         )
 
+    def store_correction(
+        self, label: str, request_id: str | None, index: int, image: bytes | None, note: str | None
+    ) -> FeedbackRecord:
+        """Commit one correction; a store fault becomes StoreUnavailable (503), and a
+        prediction not (yet) kept is waited for or named, never a false 404."""
+        store = self.store.get()
+        if request_id is not None and self.recorder.pending(request_id):
+            self.recorder.flush(STORE_DEADLINE_S / 2)  # its prediction is being written here
+        grace = time.monotonic() + UNKNOWN_ID_GRACE_S
+        while True:
+            try:
+                record = store.add_feedback(
+                    label,
+                    request_id=request_id,
+                    position=index,
+                    image=image,
+                    note=note,
+                    max_pixels=self.settings.max_image_pixels,
+                )
+            except FeedbackError as exc:
+                if exc.reason != "unknown_request_id" or request_id is None:
+                    raise
+                where = f"request_id '{request_id}'" + (f" (position {index})" if index else "")
+                if (reason := self.recorder.unkept_reason(request_id, index)) is not None:
+                    raise not_kept_error(where, reason) from exc
+                if self.health.failing:  # it may be among those the failing store lost
+                    raise StoreUnavailable(self.store.name, self.health.cause) from exc
+                if time.monotonic() >= grace:
+                    raise
+                time.sleep(FLUSH_INTERVAL_S)  # another worker may be writing it now
+                continue
+            except Exception as exc:
+                if not is_store_fault(exc):
+                    raise
+                cause = self.health.failed(exc, "add_feedback")
+                store.reopen()  # the next call makes new connections
+                raise StoreUnavailable(self.store.name, cause) from exc
+            self.health.worked()
+            return record
+
     async def afeedback(self, **kwargs: Any) -> FeedbackAnswer | JSONResponse:
-        return await anyio.to_thread.run_sync(lambda: self.feedback(**kwargs))
+        """The correction, or 503 + Retry-After once STORE_DEADLINE_S passed (a hung store:
+        its thread is left to finish; an answer that late was never acknowledged)."""
+        with anyio.move_on_after(STORE_DEADLINE_S):
+            return await anyio.to_thread.run_sync(
+                lambda: self.feedback(**kwargs),
+                limiter=self.store_threads,
+                abandon_on_cancel=True,
+            )
+        cause = self.health.failed(TimeoutError(), "add_feedback")
+        return client_error_response(StoreUnavailable(self.store.name, cause))
 
     # -- /explain -------------------------------------------------------------------------
 

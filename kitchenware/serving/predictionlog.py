@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kitchenware.core.preprocessing import ImageDecodeError, open_image
-
-logger = logging.getLogger("kitchenware.predictions")
 
 
 @dataclass(frozen=True)
@@ -82,26 +80,30 @@ def prediction_record(
 
 
 def log_predictions(name: str, records: list[PredictionRecord]) -> None:
-    """One bentoml.monitor record per prediction; `name` empty turns the log off."""
+    """One bentoml.monitor record per prediction, one monitor call per batch; `name` empty
+    turns the log off. Raises what the monitor raises (the recorder counts and logs it).
+
+    Only the roles and types BentoML supports (feature/prediction, categorical/numerical):
+    any other makes it log a "not officially supported" warning per column per record."""
     if not name or not records:
         return
     import bentoml
 
-    for record in records:
-        try:
-            with bentoml.monitor(name) as monitor:
-                # BentoML reserves the column "request_id" for its trace span id; ours (the
-                # X-Request-ID that /feedback takes) is "kitchenware_request_id".
-                monitor.log(record.request_id, "kitchenware_request_id", "request_id", "text")
-                monitor.log(record.position, "position", "feature", "numerical")
-                monitor.log(record.image_sha256, "image_sha256", "feature", "text")
-                monitor.log(record.width, "width", "feature", "numerical")
-                monitor.log(record.height, "height", "feature", "numerical")
-                monitor.log(record.label, "label", "prediction", "categorical")
-                monitor.log(record.confidence, "confidence", "prediction", "numerical")
-                monitor.log(json.dumps(record.probabilities), "probabilities", "prediction", "text")
-                monitor.log(record.model, "model", "feature", "categorical")
-                monitor.log(record.backend, "backend", "feature", "categorical")
-                monitor.log(record.latency_ms, "latency_ms", "feature", "numerical")
-        except Exception:  # the log must never fail a prediction
-            logger.exception("prediction log %s: could not write a record", name)
+    columns: list[tuple[str, str, str, Callable[[PredictionRecord], Any]]] = [
+        # BentoML reserves the column "request_id" for its trace span id; ours (the
+        # X-Request-ID that /feedback takes) is "kitchenware_request_id".
+        ("kitchenware_request_id", "feature", "categorical", lambda r: r.request_id),
+        ("position", "feature", "numerical", lambda r: r.position),
+        ("image_sha256", "feature", "categorical", lambda r: r.image_sha256),
+        ("width", "feature", "numerical", lambda r: r.width),
+        ("height", "feature", "numerical", lambda r: r.height),
+        ("label", "prediction", "categorical", lambda r: r.label),
+        ("confidence", "prediction", "numerical", lambda r: r.confidence),
+        ("probabilities", "prediction", "categorical", lambda r: json.dumps(r.probabilities)),
+        ("model", "feature", "categorical", lambda r: r.model),
+        ("backend", "feature", "categorical", lambda r: r.backend),
+        ("latency_ms", "feature", "numerical", lambda r: r.latency_ms),
+    ]
+    with bentoml.monitor(name) as monitor:
+        for column, role, kind, value in columns:
+            monitor.log_batch([value(record) for record in records], column, role, kind)

@@ -134,11 +134,20 @@ def test_label_and_note_checks_name_the_classes_and_the_limit() -> None:
     )
 
 
-def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+def test_sqlite_syncs_corrections_fully_predictions_lightly_and_maps_no_shm(
+    tmp_path: Path,
+) -> None:
+    """A rollback journal (no -shm file for a read-only folder to turn into SIGBUS);
+    corrections committed with synchronous=FULL, predictions with NORMAL (no fsync)."""
     db = tmp_path / "feedback.db"
     store = FeedbackStore(f"sqlite:///{db}")
+    predict(store, "p", image_bytes((1, 2, 3)))
+    store.add_feedback("cup", request_id="p")
     with store.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "truncate"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    with store.prediction_engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     store.close()
-    assert sqlite3.connect(db).execute("select count(*) from feedback").fetchone() == (0,)
+    assert not list(tmp_path.glob("*-shm")) and not list(tmp_path.glob("*-wal"))
+    assert sqlite3.connect(db).execute("select count(*) from feedback").fetchone() == (1,)
