@@ -403,6 +403,18 @@ class FeedbackStore:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
+    def check_writable(self) -> None:
+        """Raise what a write would meet now (full disk, read-only folder, lock, server down):
+        a rolled-back insert, so a correction for an unknown id can tell "the store is failing
+        (the prediction may be one it lost)" from "unknown"."""
+        with self.engine.connect() as connection, connection.begin() as transaction:
+            connection.execute(
+                unkept_predictions.insert().values(
+                    request_id="", position=-1, created_at=0.0, reason="write probe"
+                )
+            )
+            transaction.rollback()
+
     def raise_if_unkept(self, request_id: str, position: int, where: str) -> None:
         with self.engine.connect() as connection:
             reason = connection.execute(

@@ -63,8 +63,8 @@ FEEDBACK_FIELDS = FileField(
 )
 EXPLAIN_FIELDS = FileField("image", max_files=1, text_fields=("label", "method"))
 # A correction by id may race its prediction's background write (this worker's or
-# another's): before a 404, look again for a few group-commit intervals.
-UNKNOWN_ID_GRACE_S = 10 * FLUSH_INTERVAL_S
+# another's, or another's note of a prediction not kept): before a 404, look again.
+UNKNOWN_ID_GRACE_S = 2.0  # > RETRY_S + a write: another worker's notes land
 # Threads that may sit in a hung store call: few, so a hung database cannot take the
 # threads decoding and explaining need; past them, /feedback waits its deadline, then 503.
 STORE_THREADS = 4
@@ -190,15 +190,35 @@ class FeedbackLoop:
     def store_correction(
         self, label: str, request_id: str | None, index: int, image: bytes | None, note: str | None
     ) -> FeedbackRecord:
-        """Commit one correction; a store fault becomes StoreUnavailable (503), and a
-        prediction not (yet) kept is waited for or named, never a false 404."""
+        """Commit one correction; a store fault becomes StoreUnavailable (503 + Retry-After)."""
         store = self.store.get()
+        try:
+            record = self.add_feedback(store, label, request_id, index, image, note)
+        except Exception as exc:
+            if isinstance(exc, ClientError) or not is_store_fault(exc):
+                raise
+            cause = self.health.failed(exc, "add_feedback")
+            store.reopen()  # the next call makes new connections
+            raise StoreUnavailable(self.store.name, cause) from exc
+        self.health.worked()
+        return record
+
+    def add_feedback(
+        self,
+        store: FeedbackStore,
+        label: str,
+        request_id: str | None,
+        index: int,
+        image: bytes | None,
+        note: str | None,
+    ) -> FeedbackRecord:
+        """A prediction not (yet) kept is waited for or named, never a false 404."""
         if request_id is not None and self.recorder.pending(request_id):
             self.recorder.flush(STORE_DEADLINE_S / 2)  # its prediction is being written here
         grace = time.monotonic() + UNKNOWN_ID_GRACE_S
         while True:
             try:
-                record = store.add_feedback(
+                return store.add_feedback(
                     label,
                     request_id=request_id,
                     position=index,
@@ -212,20 +232,12 @@ class FeedbackLoop:
                 where = f"request_id '{request_id}'" + (f" (position {index})" if index else "")
                 if (reason := self.recorder.unkept_reason(request_id, index)) is not None:
                     raise not_kept_error(where, reason) from exc
-                if self.health.failing:  # it may be among those the failing store lost
-                    raise StoreUnavailable(self.store.name, self.health.cause) from exc
                 if time.monotonic() >= grace:
+                    # Unknown here; a store that cannot write now may have lost it (in any
+                    # worker): 503 then, a 404 only when the store works.
+                    store.check_writable()
                     raise
-                time.sleep(FLUSH_INTERVAL_S)  # another worker may be writing it now
-                continue
-            except Exception as exc:
-                if not is_store_fault(exc):
-                    raise
-                cause = self.health.failed(exc, "add_feedback")
-                store.reopen()  # the next call makes new connections
-                raise StoreUnavailable(self.store.name, cause) from exc
-            self.health.worked()
-            return record
+            time.sleep(FLUSH_INTERVAL_S)  # another worker may be writing it now
 
     async def afeedback(self, **kwargs: Any) -> FeedbackAnswer | JSONResponse:
         """The correction, or 503 + Retry-After once STORE_DEADLINE_S passed (a hung store:

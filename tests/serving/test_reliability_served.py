@@ -28,26 +28,13 @@ from service_support import (
     serve,
     store_env,
 )
-
-from kitchenware.localserver import descendants, process_table
+from worker_support import worker_pids
 
 sys.path.insert(0, str(REPO / "bench"))
 from burst import burst
 
 pytestmark = pytest.mark.slow
 PHOTO = (REPO / "examples" / "cup.jpg").read_bytes()
-
-
-def worker_pids(server: ServedService) -> list[int]:
-    """The HTTP worker processes (not the arbiter), by BentoML's worker command line."""
-    pids = []
-    for pid in descendants(process_table(), server.process.pid):
-        try:
-            if b"_bentoml_impl.worker.service" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(pid)
-        except OSError:
-            continue
-    return sorted(pids)
 
 
 @pytest.fixture(scope="module")
