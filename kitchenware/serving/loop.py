@@ -39,6 +39,7 @@ from kitchenware.serving.feedback import (
     FeedbackError,
     FeedbackRecord,
     FeedbackStore,
+    default_url,
     not_kept_error,
     redacted,
     validate_label,
@@ -102,11 +103,12 @@ class FeedbackLoop:
         self.model_tag = model_tag
         self.class_names = list(class_names)
         self.backend = backend
-        name = f"the feedback store {redacted(settings.feedback_url or 'sqlite (default)')}"
+        url = redacted(settings.feedback_url or default_url())
         self.health = StoreHealth(
-            name, "predictions are not kept and /feedback answers 503 until it recovers"
+            f"the feedback store {url}",
+            "predictions are not kept and /feedback answers 503 until it recovers",
         )
-        self.store = StoreOpener(lambda: FeedbackStore.from_settings(settings), name, self.health)
+        self.store = StoreOpener(lambda: FeedbackStore.from_settings(settings), url, self.health)
         # Opened now, to say where it is; if that fails it is tried again on use: predictions
         # still work and /feedback answers 503 saying why.
         with contextlib.suppress(StoreUnavailable):

@@ -118,6 +118,10 @@ class PredictionRecorder:
 
     # -- what /feedback asks ------------------------------------------------------------
 
+    def queued(self) -> int:
+        with self._changed:
+            return len(self._queue)
+
     def pending(self, request_id: str) -> bool:
         with self._changed:
             return request_id in self._pending

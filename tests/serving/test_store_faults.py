@@ -102,19 +102,27 @@ def classify_during(server: ServedService, count: int) -> list[str]:
     return ids
 
 
+def correct_until_answered(
+    server: ServedService, request_id: str, n: int, until: float
+) -> httpx.Response:
+    """What a client does with a 503 + Retry-After: try again (each worker re-opens the
+    store on its own, within RETRY_AFTER_S)."""
+    while True:
+        answer = correct(server, request_id, n)
+        if answer.status_code != 503 or time.monotonic() > until:
+            return answer
+        time.sleep(1)
+
+
 def assert_recovered(server: ServedService, made_during: list[str], timeout: float = 30) -> None:
     """A new prediction is corrected (no restart); the ones made during the fault are kept
     (200) or said to be not kept (409), never 404."""
-    deadline = time.monotonic() + timeout
-    while True:
-        _, request_id, _ = classify(server, 99)
-        answer = correct(server, request_id)
-        if answer.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    until = time.monotonic() + timeout
+    _, request_id, _ = classify(server, 99)
+    answer = correct_until_answered(server, request_id, 0, until)
     assert answer.status_code == 200, answer.text
-    outcomes = [correct(server, rid, n) for n, rid in enumerate(made_during)]
-    for answer in outcomes:
+    for n, made in enumerate(made_during):
+        answer = correct_until_answered(server, made, n, until)
         assert answer.status_code in (200, 409), answer.text
         if answer.status_code == 409:
             assert answer.json()["reason"] == "prediction_not_kept", answer.text

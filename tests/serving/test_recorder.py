@@ -1,0 +1,102 @@
+"""Predictions kept in the background (kitchenware/serving/recorder.py) on a real SQLite
+store: few transactions for many predictions, a locked store never blocks the caller, what
+could not be kept is named to a later correction (409, not 404), a full queue sheds."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from service_support import CLASS_NAMES, image_bytes
+
+from kitchenware.serving import recorder as recorder_module
+from kitchenware.serving.feedback import FeedbackError, FeedbackStore
+from kitchenware.serving.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.recorder import PredictionRecorder, QueuedPrediction
+from kitchenware.serving.storefaults import StoreHealth, StoreOpener
+
+SCORES = np.array([[0.9, 0.02, 0.02, 0.02, 0.02, 0.02]])
+
+
+def describe(item: QueuedPrediction) -> PredictionRecord:
+    scores = dict(zip(CLASS_NAMES, map(float, item.probabilities), strict=True))
+    return prediction_record(
+        item.request_id, item.position, item.data, scores, "m", "tf", 1.0, item.created_at
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FeedbackStore]:
+    made = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    yield made
+    made.close()
+
+
+def recorder_for(store: FeedbackStore) -> PredictionRecorder:
+    health = StoreHealth("the test store", "")
+    return PredictionRecorder(StoreOpener(lambda: store, "test", health), describe, "", health)
+
+
+def test_many_predictions_few_transactions(store: FeedbackStore) -> None:
+    commits: list[int] = []
+    sa.event.listen(store.prediction_engine, "commit", lambda _c: commits.append(1))
+    recorder = recorder_for(store)
+    photo = image_bytes((200, 10, 10))
+    started = time.perf_counter()
+    for n in range(300):
+        recorder.submit(f"r{n}", [photo], SCORES, 1.0)
+    submitted_s = time.perf_counter() - started
+    assert recorder.flush(30)
+    assert store.counts()["predictions"] == 300
+    assert len(commits) <= 10, len(commits)  # group commit, not one per prediction
+    assert submitted_s < 1.0  # the caller only queued
+    assert store.add_feedback("glass", request_id="r7").predicted_label == "cup"
+
+
+def test_a_locked_store_blocks_no_caller_and_a_lost_prediction_is_named(
+    store: FeedbackStore, tmp_path: Path
+) -> None:
+    recorder = recorder_for(store)
+    locker = sqlite3.connect(tmp_path / "feedback.db", timeout=0, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    started = time.perf_counter()
+    recorder.submit("during", [image_bytes((10, 200, 10))], SCORES, 1.0)
+    assert time.perf_counter() - started < 0.5
+    assert recorder.flush(15)  # the write gave up after the bounded lock wait
+    reason = recorder.unkept_reason("during", 0)
+    assert reason is not None and "locked" in reason
+    locker.execute("ROLLBACK")
+    locker.close()
+    deadline = time.monotonic() + 15
+    while recorder.unkept_reason("during", 0) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the note is written once the store works again
+    with pytest.raises(FeedbackError) as caught:
+        store.add_feedback("cup", request_id="during")
+    assert (caught.value.status_code, caught.value.reason) == (409, "prediction_not_kept")
+    assert "locked by another process" in caught.value.message
+
+
+def test_a_full_queue_sheds_instead_of_growing(
+    store: FeedbackStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_QUEUED", 20)
+    recorder = recorder_for(store)
+    locker = sqlite3.connect(tmp_path / "feedback.db", timeout=0, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # the writer stalls on the lock
+    try:
+        photo = image_bytes((10, 10, 200))
+        for n in range(60):
+            recorder.submit(f"q{n}", [photo], SCORES, 1.0)
+        shed = [n for n in range(60) if recorder.unkept_reason(f"q{n}", 0)]
+        # The queue holds 20; beyond it and the one batch in writing, every one is shed.
+        assert recorder.queued() <= 20 and len(shed) >= 20, (recorder.queued(), shed)
+        assert "slower than the traffic" in str(recorder.unkept_reason(f"q{shed[-1]}", 0))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert recorder.flush(15)
