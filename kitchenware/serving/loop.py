@@ -149,9 +149,14 @@ class FeedbackLoop:
     ) -> None:
         """Queue the predictions of one request for keeping; returns at once (the photos are
         read now: BentoML deletes its temp files when the request ends)."""
-        if request_id:
-            data = [p if isinstance(p, bytes) else Path(p).read_bytes() for p in photos]
-            self.recorder.submit(request_id, data, probabilities, ms)
+        if not request_id:
+            return
+        data: list[bytes]
+        if len(photos) == 1:  # one file, just written and in the page cache: read it here
+            data = [_photo_bytes(photos[0])]
+        else:  # a batch may be tens of MB: not on the event loop
+            data = await anyio.to_thread.run_sync(lambda: [_photo_bytes(p) for p in photos])
+        self.recorder.submit(request_id, data, probabilities, ms)
 
     # -- /feedback ------------------------------------------------------------------------
 
@@ -316,6 +321,10 @@ def decode_error_response(exc: ImageDecodeError) -> JSONResponse:
 
 def explain_error_response(exc: ExplainError) -> JSONResponse:
     return error_response(exc.status_code, exc.reason, str(exc))
+
+
+def _photo_bytes(photo: Path | bytes) -> bytes:
+    return photo if isinstance(photo, bytes) else Path(photo).read_bytes()
 
 
 def _b64(data: bytes) -> str:

@@ -191,8 +191,10 @@ class PredictionRecorder:
         self._log(records)
         try:
             store = self.store.get()
-        except StoreUnavailable as exc:
-            self._not_kept(batch, "store_failing", f"the store could not be opened: {exc}")
+        except StoreUnavailable:
+            self._not_kept(
+                batch, "store_failing", f"the store could not be opened: {self.store.error}"
+            )
             return False
         try:
             photo_errors = store.record_predictions(records, [item.data for item in batch], notes)
