@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_assets import real_photos
 from loadgen import check_loopback
-from photos import real_photos
 
 DROPPED = ("ReadError", "RemoteProtocolError", "ConnectError", "WriteError", "ReadTimeout")
 RETRY_AFTER_CAP_S = 1.0  # clients back off, but a burst must stay a burst

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_assets import load_jpeg_set, percentiles_ms
+from bench_assets import percentiles_ms, real_photos
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -44,6 +44,8 @@ class LoadResult:
     latency_ms: dict[str, float]
     errors: dict[str, int] = field(default_factory=dict)  # status code or exception name
     server_cpu_ms_per_image: float | None = None  # from cpu_probe, when given
+    # This process's CPU: the load generator shares the cores with the server under test.
+    client_cpu_ms_per_image: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +123,9 @@ async def run_load(
         if warmup_requests:
             await phase(warmup_requests, record=False)
         cpu_before = cpu_probe() if cpu_probe else 0.0
+        client_before = time.process_time()
         wall = await phase(requests, record=True)
+        client_used = time.process_time() - client_before
         cpu_used = cpu_probe() - cpu_before if cpu_probe else None
 
     ok = len(latencies)
@@ -140,6 +144,7 @@ async def run_load(
         server_cpu_ms_per_image=1000 * cpu_used / images_done
         if cpu_used is not None and images_done
         else None,
+        client_cpu_ms_per_image=1000 * client_used / images_done if images_done else None,
     )
 
 
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             args.url,
             concurrency=args.concurrency,
             requests=args.requests,
-            images=load_jpeg_set(),
+            images=list(real_photos().values()),
             field_name=args.field,
             images_per_request=args.images_per_request,
             timeout_s=args.timeout,

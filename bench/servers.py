@@ -1,4 +1,4 @@
-"""Start and stop the servers under test: `bentoml serve` and the naive Flask peer.
+"""Start and stop the servers under test: `bentoml serve`, the LitServe peer, the Flask peer.
 
 Each server runs in its own process group on a free 127.0.0.1 port, logs to a file under
 bench/out/logs, and is stopped on exit (kitchenware.localserver does the work).
@@ -91,3 +91,13 @@ def running_peer(model_dir: Path) -> Iterator[RunningServer]:
     command = [sys.executable, str(script), "--model-dir", str(model_dir), "--port", str(port)]
     with running_server("naive_flask", command, port, "/healthz", {}) as server:
         yield server
+
+
+@contextmanager
+def running_litserve(model_dir: Path, backend: str) -> Iterator[RunningServer]:
+    """The LitServe peer on the same IR as `backend`; /health turns 200 once it is set up."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "litserve_peer.py"
+    command = [sys.executable, str(script), "--model-dir", str(model_dir), "--port", str(port)]
+    with running_server("litserve", [*command, "--backend", backend], port, "/health", {}) as srv:
+        yield srv

@@ -1,14 +1,20 @@
-"""Serving benchmark, real model and real photos: every backend raw vs served, and a naive peer.
+"""Serving benchmark, real model and real photos: raw pipeline vs served vs two peers.
 
 The published kitchenware Xception (150 px, imported with its OpenVINO IR and gate results
-into a cached store under bench/out/bentoml-home) and the package's 18 real JPEGs
-(~1000x750). In one run, for each backend (tensorflow, openvino-fp32, openvino-bf16 when
-the CPU has bf16, openvino-int8, also when it failed its gate, marked so):
-1. raw in-process pipeline (decode + predict, bench/raw_pipeline.py) at batch 1/8/16/32;
-2. `bentoml serve service:Kitchenware` with that backend, /classify at concurrency 1/4/16/32;
-then the former two-process layout (bench/service_two_process.py) with the fastest OpenVINO
-backend, and the naive Flask peer (TF `model.predict` per request). Prints the table, the
-ratios and the issue's targets; writes bench/out/serving.json.
+into a cached store under bench/out/bentoml-home) and its 18 real JPEGs (~1000x750). In one
+run, on one machine:
+1. raw in-process pipeline (decode + predict, bench/raw_pipeline.py) of every backend
+   (tensorflow, openvino-fp32/-bf16/-int8) at batch 1/8/16/32, with its CPU per image;
+2. `bentoml serve service:Kitchenware` with each backend, /classify at concurrency
+   1/4/16/32, with the server's CPU per image (process tree) and the load generator's;
+3. the workers/threads layouts of the default backend: one worker with OpenVINO's
+   THROUGHPUT hint and one stream per core, one worker LATENCY, beside the default two;
+4. the strong peer (LitServe with its own batching, bench/litserve_peer.py) and the naive
+   peer (Flask + TF `model.predict` per request) on the default backend's model.
+A backend whose artifact failed its accuracy gate is measured and marked "(failed gate)";
+a stage that cannot run (no bf16 on this CPU, a server that does not start) is reported as
+skipped with its reason, and the run goes on. Prints the CPU (model, ISA flags), the tables,
+the ratios and the issue's targets; writes bench/out/serving.json.
 
     python bench/serving.py            # about 10-15 minutes on 2 quiet cores
     python bench/serving.py --quick    # c=1,4 and batch 1,8, few requests: a smoke run
@@ -20,32 +26,36 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_assets import OUT_DIR, REPO_ROOT
-from loadgen import run_load
-from servers import running_peer, running_service
+import httpx
 
-from kitchenware.localserver import descendants, process_table, process_tree_cpu_s
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_assets import OUT_DIR, REPO_ROOT, cpu_facts, describe_cpu, process_tree_cpu_s
+from loadgen import run_load
+from servers import RunningServer, running_litserve, running_peer, running_service
 
 CONCURRENCIES = [1, 4, 16, 32]
 BATCHES = [1, 8, 16, 32]
 BACKENDS = ["tensorflow", "openvino-fp32", "openvino-bf16", "openvino-int8"]
 HOME = OUT_DIR / "bentoml-home"  # cached: the import + conversion run once
 REQUEST_TIMEOUT_S = 120.0
-# Targets of issue 10, each checked on numbers of this run.
-TARGET_INT8_OVER_TF_AT_16 = 3.5
-TARGET_SERVICE_OVER_RAW_AT_16 = 0.9
-TARGET_OVER_PEER_AT_16 = 5.0
-TARGET_C1_P50_MS = 20.0
+# Targets of issue 17, each checked on numbers of this run (c=16 against raw batch 16).
+TARGET_SERVED_OVER_RAW = 0.9
+TARGET_CPU_OVER_RAW = 1.15
+TARGET_C1_P50_OVER_RAW_B1_MS = 3.0
+TARGET_OVER_NAIVE = 5.0
+PEERS = ("litserve", "naive")
 
 
 def say(message: str) -> None:
@@ -63,21 +73,26 @@ def prepare_model() -> tuple[str, Path, Path]:
     return result.tag, model_dir(result.tag), photos.directory
 
 
+def attempt(run: dict[str, Any], stage: str, measure: Callable[[], Any]) -> Any:
+    """Run one stage; a stage that fails is reported as skipped with its reason, not fatal."""
+    try:
+        return measure()
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".strip()[-600:]
+        run["skipped"][stage] = reason
+        say(f"  SKIPPED {stage}: {reason}")
+        return None
+
+
 def run_raw(model_dir: Path, backend: str, photos: Path, batches: list[int]) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        str(Path(__file__).with_name("raw_pipeline.py")),
-        "--model-dir",
-        str(model_dir),
-        "--backend",
-        backend,
-        "--photos",
-        str(photos),
-        "--batches",
-        *map(str, batches),
-    ]
-    done = subprocess.run(command, cwd=REPO_ROOT, check=True, stdout=subprocess.PIPE)
-    return dict(json.loads(done.stdout.decode().strip().splitlines()[-1]))
+    script = Path(__file__).with_name("raw_pipeline.py")
+    command = [sys.executable, str(script), "--model-dir", str(model_dir), "--backend", backend]
+    command += ["--photos", str(photos), "--batches", *map(str, batches)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    sys.stderr.write(done.stderr if done.returncode == 0 else "")
+    if done.returncode != 0:
+        raise RuntimeError(f"raw_pipeline.py exited {done.returncode}: {done.stderr[-600:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 async def levels(
@@ -98,136 +113,180 @@ async def levels(
         say(
             f"  c={concurrency:>2}: {result.images_per_s:6.1f} img/s, p50 "
             f"{result.latency_ms['p50']:6.0f} ms, p99 {result.latency_ms['p99']:6.0f} ms, "
-            f"cpu {result.server_cpu_ms_per_image or 0:5.1f} ms/img, errors {result.errors or 0}"
+            f"server cpu {result.server_cpu_ms_per_image or 0:5.1f} ms/img, load generator "
+            f"{result.client_cpu_ms_per_image or 0:4.1f} ms/img, errors {result.errors or 0}"
         )
     return out
 
 
-def serve_levels(
-    tag: str, backend: str, images: list[bytes], concurrencies: list[int], rounds: int, **kw: Any
+def measure_server(
+    server: AbstractContextManager[RunningServer],
+    path: str,
+    images: list[bytes],
+    concurrencies: list[int],
+    rounds: int,
 ) -> dict[str, Any]:
-    env = {"KITCHENWARE_BACKEND": backend, "KITCHENWARE_ALLOW_FAILED_GATE": "true"}
-    name = kw.pop("name", f"service-{backend}")
-    with running_service(tag, HOME, env, name=name, **kw) as srv:
-        rss = worker_rss_mb(srv.process.pid)
-        measured = asyncio.run(
-            levels(srv.base_url + "/classify", images, concurrencies, rounds, srv.process.pid)
+    """Start a server, ask one photo (what answered it), then the load levels."""
+    with server as srv:
+        first = httpx.post(
+            srv.base_url + path, files={"image": ("p.jpg", images[0], "image/jpeg")}, timeout=60
         )
-    return {"ready_s": srv.ready_s, "rss_mb_at_rest": rss, "levels": measured}
+        first.raise_for_status()
+        answered_by = first.json().get("runtime") if path == "/classify" else None
+        measured = asyncio.run(
+            levels(srv.base_url + path, images, concurrencies, rounds, srv.process.pid)
+        )
+    return {"ready_s": srv.ready_s, "served_runtime": answered_by, "levels": measured}
 
 
-def worker_rss_mb(root_pid: int) -> dict[str, float]:
-    """RSS of every process of a server, right after it turned ready (at rest)."""
-    sizes = {}
-    for pid in sorted(descendants(process_table(), root_pid)):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                sizes[f"{pid} {cmd}"] = int(line.split()[1]) / 1024
-    return sizes
+def service(tag: str, backend: str, **env: str) -> AbstractContextManager[RunningServer]:
+    name = "-".join(["service", backend, *env.values()]).lower()
+    settings = {"KITCHENWARE_BACKEND": backend, "KITCHENWARE_ALLOW_FAILED_GATE": "true", **env}
+    return running_service(tag, HOME, settings, name=name)
 
 
-def by_c(run: dict[str, Any], key: str, c: int) -> dict[str, Any] | None:
-    entry = run.get(key)
+def layouts(cores: int) -> dict[str, dict[str, str]]:
+    """Workers x OpenVINO hint beside the default (2 workers, LATENCY: the service rows)."""
+    return {
+        f"1 worker, THROUGHPUT x{cores} streams": {
+            "KITCHENWARE_WORKERS": "1",
+            "KITCHENWARE_OPENVINO_HINT": "THROUGHPUT",
+            "KITCHENWARE_OPENVINO_STREAMS": str(cores),
+        },
+        "1 worker, LATENCY": {"KITCHENWARE_WORKERS": "1"},
+    }
+
+
+# --- reading a run ---------------------------------------------------------------------
+
+
+def at_c(entry: dict[str, Any] | None, c: int) -> dict[str, Any] | None:
     if not entry:
         return None
-    return next((level for level in entry["levels"] if level["concurrency"] == c), None)
+    return next((lv for lv in entry["levels"] if lv["concurrency"] == c), None)
 
 
-def raw_best(run: dict[str, Any], backend: str) -> float:
+def raw_at_b(run: dict[str, Any], backend: str, b: int) -> dict[str, Any] | None:
     raw = run["raw"].get(backend)
-    return max(b["images_per_s"] for b in raw["batches"]) if raw else float("nan")
+    return next((x for x in raw["batches"] if x["batch_size"] == b), None) if raw else None
 
 
-def ratios(run: dict[str, Any], fastest_ov: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"service_over_raw_at_16": {}, "over_peer_at_16": {}}
-    peer16 = by_c(run, "peer", 16)
-    for backend in run["service"]:
-        level = by_c(run["service"], backend, 16)
-        if level is None:
-            continue
-        out["service_over_raw_at_16"][backend] = level["images_per_s"] / raw_best(run, backend)
-        if peer16 and peer16["images_per_s"]:
-            out["over_peer_at_16"][backend] = {
-                "throughput": level["images_per_s"] / peer16["images_per_s"],
-                "p99_ms": level["latency_ms"]["p99"],
-                "peer_p99_ms": peer16["latency_ms"]["p99"],
-            }
-    tf16, int8 = by_c(run["service"], "tensorflow", 16), by_c(run["service"], "openvino-int8", 16)
-    if tf16 and int8:
-        out["int8_over_tensorflow_at_16"] = int8["images_per_s"] / tf16["images_per_s"]
-    if fastest_ov and run.get("two_process"):
-        one, two = by_c(run["service"], fastest_ov, 16), by_c(run, "two_process", 16)
-        if one and two:
-            out["one_over_two_processes_at_16"] = {
-                "throughput": one["images_per_s"] / two["images_per_s"],
-                "cpu_ms_per_image_one": one["server_cpu_ms_per_image"],
-                "cpu_ms_per_image_two": two["server_cpu_ms_per_image"],
-            }
-    default = run.get("default_backend")
-    c1 = by_c(run["service"], default, 1) if default else None
-    default16 = by_c(run["service"], default, 16) if default else None
-    errors = {
-        f"{b} c={lv['concurrency']}": lv["errors"]
-        for b, entry in run["service"].items()
-        for lv in entry["levels"]
-        if lv["errors"]
+def ratio(a: float | None, b: float | None) -> float:
+    return a / b if a is not None and b else math.nan
+
+
+def comparison(run: dict[str, Any], c: int) -> dict[str, Any]:
+    """The default backend served at concurrency c against raw (batch 16) and both peers."""
+    default = run["default_backend"]
+    served = at_c(run["service"].get(default), c)
+    raw16 = raw_at_b(run, default, 16) or {}
+    rate = served["images_per_s"] if served else None
+    row: dict[str, Any] = {
+        "concurrency": c,
+        "served_over_raw_b16": ratio(rate, raw16.get("images_per_s")),
     }
-    over_peer = out["over_peer_at_16"].get(default or "", {})
-    out["targets"] = {
-        f"int8 >= {TARGET_INT8_OVER_TF_AT_16}x tensorflow served at c=16": out.get(
-            "int8_over_tensorflow_at_16", 0
+    for peer in PEERS:
+        other = at_c(run["peers"].get(peer), c)
+        row[f"served_over_{peer}"] = ratio(rate, other["images_per_s"] if other else None)
+        row[f"p50_p99_ms_{peer}"] = (
+            [other["latency_ms"]["p50"], other["latency_ms"]["p99"]] if other else None
         )
-        >= TARGET_INT8_OVER_TF_AT_16,
-        f"service/raw >= {TARGET_SERVICE_OVER_RAW_AT_16} at c=16 (default {default})": bool(
-            default in out["service_over_raw_at_16"]
-            and out["service_over_raw_at_16"][default] >= TARGET_SERVICE_OVER_RAW_AT_16
-        ),
-        f"service >= {TARGET_OVER_PEER_AT_16}x peer at c=16 with lower p99": bool(
-            over_peer
-            and over_peer["throughput"] >= TARGET_OVER_PEER_AT_16
-            and over_peer["p99_ms"] < over_peer["peer_p99_ms"]
-        ),
-        f"p50 at c=1 <= {TARGET_C1_P50_MS} ms (default)": bool(
-            c1 and c1["latency_ms"]["p50"] <= TARGET_C1_P50_MS
-        ),
-        "zero errors c=1-32 (all backends)": not errors,
-    }
-    out["errors"] = errors
-    out["default_at_16_images_per_s"] = default16["images_per_s"] if default16 else None
+    row["p50_p99_ms_served"] = (
+        [served["latency_ms"]["p50"], served["latency_ms"]["p99"]] if served else None
+    )
+    return row
+
+
+def targets(run: dict[str, Any]) -> dict[str, bool]:
+    """Issue 17's targets, each from this run's numbers (a missing number is a miss)."""
+    default = run["default_backend"]
+    served16 = at_c(run["service"].get(default), 16) or {}
+    served1 = at_c(run["service"].get(default), 1) or {}
+    raw16, raw1 = raw_at_b(run, default, 16) or {}, raw_at_b(run, default, 1) or {}
+    out: dict[str, bool] = {}
+    for backend in [default, *(b for b in run["service"] if b.startswith("openvino"))]:
+        level = at_c(run["service"].get(backend), 16)
+        raw = raw_at_b(run, backend, 16)
+        out[f"served/raw >= {TARGET_SERVED_OVER_RAW} at c=16, {backend}"] = bool(
+            level and raw and level["images_per_s"] >= TARGET_SERVED_OVER_RAW * raw["images_per_s"]
+        )
+    out[f"server CPU/img <= {TARGET_CPU_OVER_RAW} x raw at c=16 ({default})"] = bool(
+        served16.get("server_cpu_ms_per_image")
+        and raw16
+        and served16["server_cpu_ms_per_image"] <= TARGET_CPU_OVER_RAW * raw16["cpu_ms_per_image"]
+    )
+    out[f"c=1 p50 <= raw b=1 p50 + {TARGET_C1_P50_OVER_RAW_B1_MS:.0f} ms ({default})"] = bool(
+        served1
+        and raw1
+        and served1["latency_ms"]["p50"] <= raw1["latency_ms"]["p50"] + TARGET_C1_P50_OVER_RAW_B1_MS
+    )
+    for c in (1, 16):
+        peer = at_c(run["peers"].get("litserve"), c)
+        served = at_c(run["service"].get(default), c)
+        out[f">= LitServe peer at c={c} (rate and p50)"] = bool(
+            peer
+            and served
+            and served["images_per_s"] >= peer["images_per_s"]
+            and served["latency_ms"]["p50"] <= peer["latency_ms"]["p50"]
+        )
+    naive = at_c(run["peers"].get("naive"), 16)
+    out[f">= {TARGET_OVER_NAIVE:.0f}x naive peer at c=16 with lower p99"] = bool(
+        naive
+        and served16
+        and served16["images_per_s"] >= TARGET_OVER_NAIVE * naive["images_per_s"]
+        and served16["latency_ms"]["p99"] < naive["latency_ms"]["p99"]
+    )
+    levels_default = (run["service"].get(default) or {}).get("levels", [])
+    out["zero errors at c=1-32, shipped defaults"] = bool(levels_default) and not any(
+        lv["errors"] for lv in levels_default
+    )
     return out
+
+
+def _rows(run: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    marks = run["gate_marks"]
+    for backend, entry in run["service"].items():
+        yield f"service {backend}{marks.get(backend, '')}", entry
+    for name, entry in run["layouts"].items():
+        yield f"{run['default_backend']}: {name}", entry
+    for peer, entry in run["peers"].items():
+        yield {"litserve": "LitServe peer", "naive": "naive Flask peer (TF)"}[peer], entry
 
 
 def table(run: dict[str, Any]) -> str:
-    lines = [
-        f"{'raw pipeline (decode+predict)':<34}" + "".join(f"{'b=' + str(b):>9}" for b in BATCHES)
-    ]
+    head = f"{'raw pipeline (decode+predict)':<40}"
+    lines = [head + "".join(f"{'b=' + str(b):>8}" for b in BATCHES) + f"{'cpu ms/img b16':>16}"]
     for backend, raw in run["raw"].items():
         cells = {b["batch_size"]: b["images_per_s"] for b in raw["batches"]}
+        b16 = raw_at_b(run, backend, 16)
         lines.append(
-            f"  {backend + run['gate_marks'].get(backend, ''):<32}"
-            + "".join(f"{cells[b]:9.1f}" if b in cells else f"{'-':>9}" for b in BATCHES)
+            f"  {backend + run['gate_marks'].get(backend, ''):<38}"
+            + "".join(f"{cells[b]:8.1f}" if b in cells else f"{'-':>8}" for b in BATCHES)
+            + (f"{b16['cpu_ms_per_image']:16.1f}" if b16 else f"{'-':>16}")
         )
-    lines.append("")
-    header = f"{'served /classify':<34}{'conc':>5}{'img/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-    lines.append(header + f"{'cpu ms/img':>11}{'errors':>8}")
-    rows = [(f"service {b}{run['gate_marks'].get(b, '')}", e) for b, e in run["service"].items()]
-    if run.get("two_process"):
-        rows.append((f"two processes {run['two_process']['backend']}", run["two_process"]))
-    if run.get("peer"):
-        rows.append(("naive Flask peer (TF predict)", run["peer"]))
-    for name, entry in rows:
+    lines += ["", f"{'served':<40}{'conc':>5}{'img/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+              f"{'server cpu':>11}{'loadgen cpu':>12}{'errors':>7}{'load':>6}"]  # fmt: skip
+    for name, entry in _rows(run):
         for lv in entry["levels"]:
-            cpu = lv["server_cpu_ms_per_image"]
             lines.append(
-                f"  {name:<32}{lv['concurrency']:>5}{lv['images_per_s']:8.1f}"
+                f"  {name[:38]:<38}{lv['concurrency']:>5}{lv['images_per_s']:8.1f}"
                 f"{lv['latency_ms']['p50']:8.0f}{lv['latency_ms']['p99']:8.0f}"
-                f"{(cpu or 0):11.1f}{sum(lv['errors'].values()):>8}"
+                f"{lv['server_cpu_ms_per_image'] or 0:11.1f}"
+                f"{lv['client_cpu_ms_per_image'] or 0:12.1f}"
+                f"{sum(lv['errors'].values()):>7}{lv['loadavg_after']:6.1f}"
             )
+    lines += ["", f"{run['default_backend']} served vs: raw b=16, LitServe peer, naive peer"]
+    lines.append(
+        f"{'conc':>5}{'/raw':>7}{'/LitServe':>10}{'/naive':>8}"
+        "   p50/p99 ms: served | LitServe | naive"
+    )
+    for row in run["comparison"]:
+        pairs = [row[f"p50_p99_ms_{k}"] for k in ("served", *PEERS)]
+        lines.append(
+            f"{row['concurrency']:>5}{row['served_over_raw_b16']:7.2f}"
+            f"{row['served_over_litserve']:10.2f}{row['served_over_naive']:8.2f}   "
+            + " | ".join(f"{p[0]:.0f}/{p[1]:.0f}" if p else "-" for p in pairs)
+        )
     return "\n".join(lines)
 
 
@@ -236,22 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: c=1,4, batch 1,8")
     parser.add_argument("--backends", nargs="+", default=BACKENDS)
     parser.add_argument("--rounds", type=int, default=6, help="requests per client per level")
-    parser.add_argument("--no-peer", action="store_true")
-    parser.add_argument("--no-two-process", action="store_true")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--no-layouts", action="store_true")
     args = parser.parse_args(argv)
     concurrencies = [1, 4] if args.quick else CONCURRENCIES
-    batches = [1, 8] if args.quick else BATCHES
+    batches = [1, 8, 16] if args.quick else BATCHES
     rounds = 2 if args.quick else args.rounds
     started = time.perf_counter()
     run: dict[str, Any] = {
         "command": " ".join(["python", "bench/serving.py", *(argv or sys.argv[1:])]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": os.getloadavg(),
-        },
+        "machine": {"cpu": cpu_facts(), "python": platform.python_version()},
+        "skipped": {},
+        "raw": {},
+        "service": {},
+        "layouts": {},
+        "peers": {},
     }
+    say(f"CPU: {describe_cpu(run['machine']['cpu'])}; load {run['machine']['cpu']['loadavg']}")
     say("preparing the real model (first run: import + OpenVINO conversion, minutes)")
     tag, model_dir, photos_dir = prepare_model()
     from kitchenware.core.artifacts import read_manifest
@@ -263,74 +324,70 @@ def main(argv: list[str] | None = None) -> int:
         name: record.gate.model_dump()
         for name, record in (manifest.artifacts if manifest else {}).items()
     }
-    available = [b for b in args.backends if b == "tensorflow" or b in run["gates"]]
-    unsupported = [b for b in available if b != "tensorflow" and run["gates"][b]["images"] == 0]
-    backends = [b for b in available if b not in unsupported]  # e.g. bf16 on a CPU without it
-    run["skipped_backends"] = {b: run["gates"][b]["reason"] for b in unsupported}
+    backends = []
+    for backend in args.backends:
+        gate = run["gates"].get(backend)
+        if backend != "tensorflow" and gate is None:
+            run["skipped"][f"backend {backend}"] = "no artifact in this model"
+        elif backend != "tensorflow" and gate["images"] == 0:  # e.g. bf16 on a CPU without it
+            run["skipped"][f"backend {backend}"] = gate["reason"]
+        else:
+            backends.append(backend)
     run["gate_marks"] = {
         b: " (failed gate)" for b in backends if b in run["gates"] and not run["gates"][b]["passed"]
     }
     run["default_backend"] = next(b for b in AUTO_ORDER if why_unusable(model_dir, b) is None)
+    default = run["default_backend"]
     images = [path.read_bytes() for path in sorted(photos_dir.glob("*.jpg"))]
-    say(f"model {tag}; backends {backends}; auto = {run['default_backend']}; {len(images)} photos")
+    say(f"model {tag}; backends {backends}; auto = {default}; {len(images)} photos")
 
-    run["raw"] = {}
+    def stage(section: str, key: str, measure: Callable[[], Any]) -> None:
+        say(f"{section} {key}")
+        if (result := attempt(run, f"{section} {key}", measure)) is not None:
+            run[section][key] = result
+
     for backend in backends:
-        say(f"raw pipeline {backend}")
-        run["raw"][backend] = run_raw(model_dir, backend, photos_dir, batches)
-    run["service"] = {}
+        stage("raw", backend, partial(run_raw, model_dir, backend, photos_dir, batches))
+    load = partial(measure_server, images=images, concurrencies=concurrencies, rounds=rounds)
     for backend in backends:
-        say(f"service {backend}")
-        run["service"][backend] = serve_levels(tag, backend, images, concurrencies, rounds)
-    fastest_ov = max(
-        (b for b in backends if b.startswith("openvino")),
-        key=lambda b: by_c(run["service"], b, concurrencies[-1])["images_per_s"],  # type: ignore[index]
-        default=None,
-    )
-    if fastest_ov and not args.no_two_process:
-        say(f"two-process layout {fastest_ov}")
-        two = serve_levels(
-            tag,
-            fastest_ov,
-            images,
-            concurrencies,
-            rounds,
-            name="two-process",
-            target="bench.service_two_process:Kitchenware",
-        )
-        run["two_process"] = {"backend": fastest_ov, **two}
-    if not args.no_peer:
-        say("naive Flask peer")
-        with running_peer(model_dir) as peer:
-            run["peer"] = {
-                "ready_s": peer.ready_s,
-                "levels": asyncio.run(
-                    levels(
-                        peer.base_url + "/predict", images, concurrencies, rounds, peer.process.pid
-                    )
-                ),
-            }
-    run["machine"]["loadavg_end"] = os.getloadavg()
+        stage("service", backend, partial(load, service(tag, backend), "/classify"))
+    if not args.no_layouts and default.startswith("openvino"):
+        for name, env in layouts(os.cpu_count() or 2).items():
+            stage("layouts", name, partial(load, service(tag, default, **env), "/classify"))
+    if not args.no_peers:
+        stage("peers", "litserve", partial(load, running_litserve(model_dir, default), "/predict"))
+        stage("peers", "naive", partial(load, running_peer(model_dir), "/predict"))
+    run["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     run["wall_s"] = time.perf_counter() - started
-    run["ratios"] = ratios(run, fastest_ov)
+    run["comparison"] = [comparison(run, c) for c in concurrencies]
+    run["targets"] = targets(run)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "serving.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
-    load = run["machine"]
-    print(
-        f"\n{tag}, {len(images)} real photos; {os.cpu_count()} CPUs; 1-min load "
-        f"{load['loadavg_start'][0]:.2f} -> {load['loadavg_end'][0]:.2f}; {run['wall_s']:.0f} s"
-    )
-    for name, reason in {**run["skipped_backends"]}.items():
-        print(f"skipped {name}: {reason}")
-    for gate in run["gates"].values():
-        print(f"gate: {gate['reason']}")
-    print(f"auto serves: {run['default_backend']}\n")
-    print(table(run))
-    print("\n" + json.dumps({k: v for k, v in run["ratios"].items() if k != "targets"}, indent=1))
-    for target, met in run["ratios"]["targets"].items():
-        print(f"{'MET ' if met else 'MISS'} {target}")
+    print(report(run, len(images)))
     print(f"\nwrote {OUT_DIR / 'serving.json'}")
     return 0
+
+
+def report(run: dict[str, Any], photos: int) -> str:
+    cpu = run["machine"]["cpu"]
+    lines = [
+        f"\n{run['model']}, {photos} real photos; {run['wall_s']:.0f} s",
+        f"CPU: {describe_cpu(cpu)}",
+        f"1-min load average {cpu['loadavg'][0]:.2f} -> {run['machine']['loadavg_end'][0]:.2f}",
+        *(f"skipped {stage}: {reason}" for stage, reason in run["skipped"].items()),
+        *(f"gate {name}: {gate['reason']}" for name, gate in run["gates"].items()),
+        f"auto serves: {run['default_backend']}",
+        *(
+            f"asked for {b}, answered by {e['served_runtime']}"
+            for b, e in run["service"].items()
+            if e.get("served_runtime") not in (None, b)
+        ),
+        "",
+        table(run),
+        "",
+        *(f"{'MET ' if met else 'MISS'} {target}" for target, met in run["targets"].items()),
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_assets import OUT_DIR
+from bench_assets import OUT_DIR, real_photos
 from loadgen import check_loopback
-from photos import real_photos
 from servers import running_service
 
 from kitchenware.localserver import descendants, process_table

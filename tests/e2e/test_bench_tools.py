@@ -1,5 +1,6 @@
-"""The serving benchmark's own tools: the load generator counts what clients see, the report
-checks the issue's targets, and load never leaves loopback. Fast; no TensorFlow."""
+"""The serving benchmark's own tools: the load generator counts what clients see, the run
+checks the issue's targets and reports a stage that cannot run instead of stopping, the CPU
+facts come from lscpu, and load never leaves loopback. Fast; no TensorFlow."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from bench_assets import cpu_facts, describe_cpu
 from loadgen import run_load
-from report import compute_ratios, format_ratios, format_table
+from serving import attempt, comparison, report, targets
 
 
 class _EveryThirdBusy(BaseHTTPRequestHandler):
@@ -56,6 +58,7 @@ def test_load_generator_counts_answers_and_errors_by_status(flaky_server: str) -
     assert result.ok == 20
     assert result.errors == {"503": 10}
     assert result.req_per_s > 0 and result.latency_ms["p99"] >= result.latency_ms["p50"] > 0
+    assert result.client_cpu_ms_per_image is not None and result.client_cpu_ms_per_image > 0
 
 
 def test_load_generator_refuses_non_loopback_targets() -> None:
@@ -65,43 +68,100 @@ def test_load_generator_refuses_non_loopback_targets() -> None:
         )
 
 
-def _level(concurrency: int, req_per_s: float, p50: float, p99: float, **errors: int) -> dict:
+def _level(c: int, img_per_s: float, p50: float, p99: float, cpu: float, **errors: int) -> dict:
     return {
-        "concurrency": concurrency, "requests": 10, "ok": 10 - sum(errors.values()),
-        "images_per_request": 1, "req_per_s": req_per_s, "images_per_s": req_per_s,
-        "latency_ms": {"p50": p50, "p90": p99, "p99": p99, "mean": p50}, "errors": errors,
+        "concurrency": c, "requests": 10, "ok": 10 - sum(errors.values()),
+        "images_per_s": img_per_s, "latency_ms": {"p50": p50, "p90": p99, "p99": p99},
+        "errors": errors, "server_cpu_ms_per_image": cpu, "client_cpu_ms_per_image": 2.0,
+        "loadavg_after": 1.0,
     }  # fmt: skip
 
 
-def _run(service_16: float, service_c1_p50: float, **errors: int) -> dict:
-    raw = [
-        {"batch_size": 1, "calls": 5, "images_per_s": 9.0,
-         "latency_ms": {"p50": 100.0, "p90": 100.0, "p99": 100.0, "mean": 100.0}},
-        {"batch_size": 32, "calls": 3, "images_per_s": 10.0,
-         "latency_ms": {"p50": 3200.0, "p90": 3200.0, "p99": 3200.0, "mean": 3200.0}},
-    ]  # fmt: skip
+def _raw(b1_p50: float, b16_rate: float, b16_cpu: float) -> dict:
+    return {"batches": [
+        {"batch_size": 1, "images_per_s": 50.0, "cpu_ms_per_image": 20.0,
+         "latency_ms": {"p50": b1_p50, "p90": b1_p50, "p99": b1_p50}},
+        {"batch_size": 16, "images_per_s": b16_rate, "cpu_ms_per_image": b16_cpu,
+         "latency_ms": {"p50": 200.0, "p90": 200.0, "p99": 200.0}},
+    ]}  # fmt: skip
+
+
+LITSERVE = [_level(1, 38.0, 22.0, 30.0, 24.0), _level(16, 70.0, 260, 420, 25.0)]
+NAIVE = [_level(1, 8.0, 120.0, 150.0, 120.0), _level(16, 10.0, 1500, 2000, 124.0)]
+
+
+def _run(served_16: float, served_c1_p50: float, cpu_16: float, **errors: int) -> dict:
+    served = [
+        _level(1, 40.0, served_c1_p50, 30.0, 25.0),
+        _level(16, served_16, 250, 400, cpu_16, **errors),
+    ]
     return {
-        "raw": {"batches": raw},
-        "service": [_level(1, 8.0, service_c1_p50, 130.0), _level(16, service_16, 1600, 2000)],
-        "service_batch": {**_level(2, 0.6, 3000, 3500), "images_per_request": 16},
-        "peer": [_level(1, 6.0, 160, 200), _level(16, 4.0, 4000, 9000, **errors)],
-    }
+        "model": "kitchenware-xception:test", "wall_s": 1.0, "default_backend": "openvino-bf16",
+        "machine": {"cpu": cpu_facts(LSCPU), "loadavg_end": [1.0]},
+        "skipped": {}, "gates": {}, "gate_marks": {},
+        "raw": {"openvino-bf16": _raw(b1_p50=18.0, b16_rate=80.0, b16_cpu=24.0)},
+        "service": {"openvino-bf16": {"served_runtime": "openvino-bf16", "levels": served}},
+        "layouts": {},
+        "peers": {
+            "litserve": {"levels": LITSERVE}, "naive": {"levels": NAIVE},
+        },
+    }  # fmt: skip
 
 
-def test_report_marks_targets_met_from_side_by_side_numbers() -> None:
-    ratios = compute_ratios(_run(service_16=9.8, service_c1_p50=110.0))
-    assert ratios["service_over_raw_best"] == {16: pytest.approx(0.98)}
-    assert ratios["service_over_peer"][16]["throughput"] == pytest.approx(2.45)
-    assert ratios["service_c1_p50_minus_raw_b1_p50_ms"] == pytest.approx(10.0)
-    assert all(ratios["targets_met"].values())
-    assert "NOT MET" not in format_ratios(ratios)
+LSCPU = """Architecture:        x86_64
+Model name:          Intel(R) Xeon(R) Processor
+Flags:               fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile
+"""
 
 
-def test_report_names_each_missed_target() -> None:
-    run = _run(service_16=7.0, service_c1_p50=140.0)
-    run["service"][1]["errors"] = {"503": 2}
-    ratios = compute_ratios(run)
-    assert not any(ratios["targets_met"].values())
-    text = format_ratios(ratios)
-    assert text.count("NOT MET") == 4
-    assert "503:2" in format_table(run)
+def test_targets_met_from_side_by_side_numbers() -> None:
+    run = _run(served_16=76.0, served_c1_p50=20.0, cpu_16=26.0)
+    met = targets(run)
+    assert all(met.values()), met
+    row = comparison(run, 16)
+    assert row["served_over_raw_b16"] == pytest.approx(0.95)
+    assert row["served_over_litserve"] == pytest.approx(76 / 70)
+    assert row["served_over_naive"] == pytest.approx(76 / 10)
+    assert "MISS" not in report(
+        {**run, "comparison": [comparison(run, 1), row], "targets": met}, 18
+    )
+
+
+def test_each_missed_target_is_named() -> None:
+    # slower than raw and LitServe at 16, too much CPU, slow at c=1, errors at 16
+    run = _run(served_16=60.0, served_c1_p50=30.0, cpu_16=40.0, **{"503": 2})
+    met = targets(run)
+    missed = {name for name, ok in met.items() if not ok}
+    assert missed == {
+        "served/raw >= 0.9 at c=16, openvino-bf16",
+        "server CPU/img <= 1.15 x raw at c=16 (openvino-bf16)",
+        "c=1 p50 <= raw b=1 p50 + 3 ms (openvino-bf16)",
+        ">= LitServe peer at c=1 (rate and p50)",
+        ">= LitServe peer at c=16 (rate and p50)",
+        "zero errors at c=1-32, shipped defaults",
+    }, missed
+    text = report(
+        {**run, "comparison": [comparison(run, 1), comparison(run, 16)], "targets": met}, 18
+    )
+    assert text.count("MISS") == 6
+
+
+def test_a_stage_that_cannot_run_is_reported_and_the_run_goes_on() -> None:
+    run: dict = {"skipped": {}}
+
+    def two_process_stage() -> None:
+        raise RuntimeError("BackendError: openvino-int8 failed its accuracy gate")
+
+    assert attempt(run, "service openvino-int8", two_process_stage) is None
+    assert "failed its accuracy gate" in run["skipped"]["service openvino-int8"]
+    assert attempt(run, "raw tensorflow", lambda: {"ok": 1}) == {"ok": 1}
+
+
+def test_cpu_facts_name_the_model_and_the_flags_that_matter() -> None:
+    facts = cpu_facts(LSCPU)
+    assert facts["model_name"] == "Intel(R) Xeon(R) Processor"
+    assert facts["isa"]["avx512_vnni"] and facts["isa"]["avx512_bf16"]
+    assert facts["isa"]["amx"] == ["amx_bf16", "amx_tile"]
+    text = describe_cpu(cpu_facts("Model name: AMD EPYC\nFlags: sse2 avx2\n"))
+    assert text.startswith("AMD EPYC") and "avx2" in text and "avx512_vnni" not in text
+    assert "no amx" in text

@@ -14,7 +14,7 @@ import pytest
 from service_support import REPO, shared_server
 
 sys.path.insert(0, str(REPO / "bench"))
-from photos import real_photos
+from bench_assets import real_photos
 from soak import Sample, SoakResult, growth, plot, soak, windows
 
 
