@@ -31,6 +31,9 @@ from kitchenware.core.preprocessing import image_batch
 # LATENCY = one stream using every core for each call: the service batches requests
 # itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).
 DEFAULT_PERFORMANCE_HINT = os.environ.get("KITCHENWARE_OPENVINO_HINT", "LATENCY")
+# Streams for the THROUGHPUT hint ("" = the plugin's choice); bench/serving.py measures
+# one worker with several streams against the default two LATENCY workers.
+DEFAULT_STREAMS = os.environ.get("KITCHENWARE_OPENVINO_STREAMS", "")
 
 
 def ir_path(model_dir: Path | str, backend: str) -> Path:
@@ -103,6 +106,8 @@ def compile_ir(path: Path, precision: str, performance_hint: str = DEFAULT_PERFO
 
     core = ov.Core()
     config = {"PERFORMANCE_HINT": performance_hint, "INFERENCE_PRECISION_HINT": precision}
+    if DEFAULT_STREAMS:
+        config["NUM_STREAMS"] = DEFAULT_STREAMS
     cache = model_cache_dir()
     if cache is not None:
         config["CACHE_DIR"] = str(cache)
@@ -137,13 +142,31 @@ class OpenVinoClassifier(MetadataBacked):
         return cls(name=backend, metadata=metadata, compiled=compiled)
 
     def __post_init__(self) -> None:
+        import openvino as ov
+
         self._request = self.compiled.create_infer_request()
+        streams = int(self.compiled.get_property("NUM_STREAMS"))
+        # With several streams (THROUGHPUT) one request uses one stream's cores only: a batch
+        # is split across one request per stream, run at once.
+        self._streams = ov.AsyncInferQueue(self.compiled, streams) if streams > 1 else None
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) float32 in [0, 255] -> (n, classes) probabilities."""
         batch = image_batch(batch)
-        outputs = self._request.infer({0: batch})
-        return np.array(outputs[self.compiled.output(0)], dtype=np.float32)
+        if self._streams is None or len(batch) < 2:
+            outputs = self._request.infer({0: batch})
+            return np.array(outputs[self.compiled.output(0)], dtype=np.float32)
+        parts = np.array_split(batch, min(len(self._streams), len(batch)))
+        results: dict[int, np.ndarray] = {}
+        self._streams.set_callback(
+            lambda request, index: results.__setitem__(
+                index, request.get_output_tensor(0).data.copy()
+            )
+        )
+        for index, part in enumerate(parts):
+            self._streams.start_async({0: part}, index)
+        self._streams.wait_all()
+        return np.concatenate([results[i] for i in range(len(parts))]).astype(np.float32)
 
     def runtime_info(self) -> dict[str, str]:
         import openvino as ov
