@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import real_photos
-from loadgen import check_loopback
+from loadgen import Answer, closed_loop, loopback_client
 
 DROPPED = ("ReadError", "RemoteProtocolError", "ConnectError", "WriteError", "ReadTimeout")
 RETRY_AFTER_CAP_S = 1.0  # clients back off, but a burst must stay a burst
@@ -69,70 +68,54 @@ async def burst(
     path: str = "/classify",
 ) -> BurstResult:
     """One burst: `clients` closed-loop clients for `duration_s`, then wait for stragglers."""
-    check_loopback(url)
     outcomes: Counter[str] = Counter()
     examples: dict[str, str] = {}
     drops: list[dict[str, Any]] = []
     latencies: list[float] = []
     busy_no_header = bad_bodies = 0
-    counter = itertools.count()
     deadline = time.monotonic() + duration_s
-    limits = httpx.Limits(
-        max_connections=clients, max_keepalive_connections=0 if fresh else clients
-    )
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+    async def judge(answer: Answer) -> None:
+        nonlocal busy_no_header, bad_bodies
+        kind, response = answer.outcome, answer.response
+        outcomes[kind] += 1
+        if response is None:
+            drops.append(
+                {
+                    "kind": kind,
+                    "at_s": round(time.monotonic() - (deadline - duration_s), 2),
+                    "after_s": round(answer.seconds, 2),
+                    "new_connection": any(
+                        e.startswith("connection.connect_tcp") for e in answer.events
+                    ),
+                    "last_event": answer.events[-1] if answer.events else "",
+                }
+            )
+            examples.setdefault(kind, repr(answer.error)[:200])
+        elif response.status_code == 200:
+            latencies.append(answer.seconds)
+        elif response.status_code in (429, 503):
+            if not _busy_body_ok(response):
+                bad_bodies += 1
+                examples.setdefault(kind, response.text[:200])
+            retry_after = response.headers.get("retry-after")
+            if retry_after is None:
+                busy_no_header += 1
+            else:
+                await asyncio.sleep(min(float(retry_after), RETRY_AFTER_CAP_S))
+        else:
+            examples.setdefault(kind, response.text[:200])
 
-        async def one_client() -> None:
-            nonlocal busy_no_header, bad_bodies
-            while time.monotonic() < deadline:
-                index = next(counter)
-                data = photos[index % len(photos)]
-                files = {"image": (f"photo-{index}.jpg", data, "image/jpeg")}
-                started = time.perf_counter()
-                events: list[str] = []
-
-                async def trace(name: str, info: dict[str, Any], seen: list[str] = events) -> None:
-                    seen.append(name)
-
-                try:
-                    response = await client.post(
-                        url + path, files=files, extensions={"trace": trace}
-                    )
-                except httpx.HTTPError as exc:
-                    kind = type(exc).__name__
-                    outcomes[kind] += 1
-                    fresh = any(e.startswith("connection.connect_tcp") for e in events)
-                    drops.append(
-                        {
-                            "kind": kind,
-                            "at_s": round(time.monotonic() - (deadline - duration_s), 2),
-                            "after_s": round(time.perf_counter() - started, 2),
-                            "new_connection": fresh,
-                            "last_event": events[-1] if events else "",
-                        }
-                    )
-                    examples.setdefault(kind, repr(exc)[:200])
-                    continue
-                outcomes[str(response.status_code)] += 1
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
-                elif response.status_code in (429, 503):
-                    if not _busy_body_ok(response):
-                        bad_bodies += 1
-                        examples.setdefault(str(response.status_code), response.text[:200])
-                    retry_after = response.headers.get("retry-after")
-                    if retry_after is None:
-                        busy_no_header += 1
-                    else:
-                        await asyncio.sleep(min(float(retry_after), RETRY_AFTER_CAP_S))
-                else:
-                    examples.setdefault(str(response.status_code), response.text[:200])
-
-        started = time.monotonic()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        elapsed = time.monotonic() - started
+    async with loopback_client(url, clients, timeout_s, keepalive=not fresh) as client:
+        elapsed = await closed_loop(
+            client,
+            url + path,
+            clients=clients,
+            images=photos,
+            more=lambda _: time.monotonic() < deadline,
+            on_answer=judge,
+            trace=True,
+        )
 
     dropped = sum(count for kind, count in outcomes.items() if not kind.isdigit())
     server_errors = sum(

@@ -1,7 +1,9 @@
-"""A bounded closed-loop HTTP load generator: fixed request counts, timeouts, loopback only.
+"""The closed-loop HTTP load driver: loopback only, bounded, timeouts on every request.
 
-`concurrency` clients each send one multipart upload, wait for the answer, send the next,
-until `requests` answers are in. Reports req/s, latency percentiles and errors by status.
+`closed_loop` is the one driver (bench/serving.py, burst.py and soak.py use it): clients
+each send one multipart upload, wait for the answer, send the next. `run_load` runs it for
+a fixed request count and reports req/s, latency percentiles, errors by status, and the CPU
+per image of the server (a probe) and of this process (the load generator).
 
     python bench/loadgen.py --url http://127.0.0.1:3000/classify --concurrency 16 --requests 64
 """
@@ -15,8 +17,9 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +72,76 @@ def multipart_files(
     ]
 
 
+@dataclass
+class Answer:
+    """One request of a closed-loop client: what came back, or the transport error."""
+
+    index: int
+    seconds: float
+    response: httpx.Response | None = None  # None: no HTTP answer at all
+    error: httpx.HTTPError | None = None
+    events: list[str] = field(default_factory=list)  # httpx trace events, when traced
+
+    @property
+    def outcome(self) -> str:
+        """The HTTP status ("200", "503") or the transport exception's name ("ReadError")."""
+        return str(self.response.status_code) if self.response else type(self.error).__name__
+
+
+def loopback_client(
+    url: str, connections: int, timeout_s: float, keepalive: bool = True
+) -> httpx.AsyncClient:
+    """An HTTP client for load on 127.0.0.1 only, with one pooled connection per client."""
+    check_loopback(url)
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections if keepalive else 0
+    )
+    return httpx.AsyncClient(
+        limits=limits, timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False
+    )
+
+
+async def closed_loop(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    clients: int,
+    images: list[bytes],
+    more: Callable[[int], bool],
+    on_answer: Callable[[Answer], Awaitable[None]],
+    field_name: str = "image",
+    images_per_request: int = 1,
+    trace: bool = False,
+) -> float:
+    """The one load driver: `clients` clients each upload, wait for the answer, hand it to
+    `on_answer`, and go on while `more(request index)` holds. Returns the wall seconds."""
+    counter = itertools.count()
+
+    async def one_client() -> None:
+        while more(index := next(counter)):
+            files = multipart_files(
+                field_name, images, index * images_per_request, images_per_request
+            )
+            events: list[str] = []
+
+            async def note(name: str, info: dict[str, Any], seen: list[str] = events) -> None:
+                seen.append(name)
+
+            started = time.perf_counter()
+            try:
+                response = await client.post(
+                    url, files=files, extensions={"trace": note} if trace else {}
+                )
+                answer = Answer(index, time.perf_counter() - started, response, events=events)
+            except httpx.HTTPError as exc:
+                answer = Answer(index, time.perf_counter() - started, error=exc, events=events)
+            await on_answer(answer)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return time.perf_counter() - started
+
+
 async def run_load(
     url: str,
     *,
@@ -82,49 +155,33 @@ async def run_load(
     cpu_probe: Callable[[], float] | None = None,
 ) -> LoadResult:
     """Send `warmup_requests` (not counted) then `requests` uploads from `concurrency` clients."""
-    check_loopback(url)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
     latencies: list[float] = []
     errors: Counter[str] = Counter()
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+    async def record(answer: Answer) -> None:
+        if answer.outcome == "200":
+            latencies.append(answer.seconds)
+        else:
+            errors[answer.outcome] += 1
 
-        async def one_request(index: int, record: bool) -> None:
-            files = multipart_files(
-                field_name, images, index * images_per_request, images_per_request
-            )
-            start = time.perf_counter()
-            try:
-                response = await client.post(url, files=files)
-                await response.aread()
-                status = response.status_code
-            except httpx.HTTPError as exc:
-                status = -1
-                if record:
-                    errors[type(exc).__name__] += 1
-            elapsed = time.perf_counter() - start
-            if record and status == 200:
-                latencies.append(elapsed)
-            elif record and status > 0:
-                errors[str(status)] += 1
+    async def ignore(answer: Answer) -> None:
+        pass
 
-        async def phase(total: int, record: bool) -> float:
-            counter = itertools.count()
-
-            async def client_loop() -> None:
-                while (index := next(counter)) < total:
-                    await one_request(index, record)
-
-            start = time.perf_counter()
-            await asyncio.gather(*(client_loop() for _ in range(min(concurrency, total))))
-            return time.perf_counter() - start
-
+    async with loopback_client(url, concurrency, timeout_s) as client:
+        load = partial(
+            closed_loop,
+            client,
+            url,
+            clients=concurrency,
+            images=images,
+            field_name=field_name,
+            images_per_request=images_per_request,
+        )
         if warmup_requests:
-            await phase(warmup_requests, record=False)
+            await load(more=lambda i: i < warmup_requests, on_answer=ignore)
         cpu_before = cpu_probe() if cpu_probe else 0.0
         client_before = time.process_time()
-        wall = await phase(requests, record=True)
+        wall = await load(more=lambda i: i < requests, on_answer=record)
         client_used = time.process_time() - client_before
         cpu_used = cpu_probe() - cpu_before if cpu_probe else None
 

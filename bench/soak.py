@@ -22,11 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import OUT_DIR, real_photos
-from loadgen import check_loopback
+from loadgen import Answer, closed_loop, loopback_client
 from servers import running_service
 
 from kitchenware.localserver import descendants, process_table
@@ -149,58 +147,48 @@ async def soak(
     sample_every_s: float = 5.0,
     timeout_s: float = 60.0,
 ) -> SoakResult:
-    check_loopback(url)
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
     window_ok = window_errors = 0
     samples: list[Sample] = []
     started = time.monotonic()
     deadline = started + duration_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
-    sent = 0
 
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+    async def count(answer: Answer) -> None:
+        nonlocal window_ok, window_errors
+        outcomes[answer.outcome] += 1
+        if answer.outcome == "200":
+            window_ok += 1
+            latencies.append(answer.seconds)
+        else:
+            window_errors += 1
 
-        async def one_client(offset: int) -> None:
-            nonlocal window_ok, window_errors, sent
-            index = offset
-            while time.monotonic() < deadline:
-                data = photos[index % len(photos)]
-                index += concurrency
-                sent += 1
-                begun = time.perf_counter()
-                try:
-                    response = await client.post(
-                        f"{url}/classify", files={"image": (f"p{index}.jpg", data, "image/jpeg")}
-                    )
-                    kind = str(response.status_code)
-                except httpx.HTTPError as exc:
-                    kind = type(exc).__name__
-                outcomes[kind] += 1
-                if kind == "200":
-                    window_ok += 1
-                    latencies.append(time.perf_counter() - begun)
-                else:
-                    window_errors += 1
-
-        async def sampler() -> None:
-            nonlocal window_ok, window_errors
-            while time.monotonic() < deadline:
-                await asyncio.sleep(sample_every_s)
-                recent = sorted(latencies[-max(window_ok, 1) :])
-                samples.append(
-                    Sample(
-                        t_s=round(time.monotonic() - started, 1),
-                        ok=window_ok,
-                        errors=window_errors,
-                        p50_ms=round(1000 * recent[len(recent) // 2], 1) if recent else 0.0,
-                        workers=await asyncio.to_thread(probe_workers, server_pid),
-                    )
+    async def sampler() -> None:
+        nonlocal window_ok, window_errors
+        while time.monotonic() < deadline:
+            await asyncio.sleep(sample_every_s)
+            recent = sorted(latencies[-max(window_ok, 1) :])
+            samples.append(
+                Sample(
+                    t_s=round(time.monotonic() - started, 1),
+                    ok=window_ok,
+                    errors=window_errors,
+                    p50_ms=round(1000 * recent[len(recent) // 2], 1) if recent else 0.0,
+                    workers=await asyncio.to_thread(probe_workers, server_pid),
                 )
-                window_ok = window_errors = 0
+            )
+            window_ok = window_errors = 0
 
-        await asyncio.gather(sampler(), *(one_client(i) for i in range(concurrency)))
+    async with loopback_client(url, concurrency, timeout_s) as client:
+        load = closed_loop(
+            client,
+            f"{url}/classify",
+            clients=concurrency,
+            images=photos,
+            more=lambda _: time.monotonic() < deadline,
+            on_answer=count,
+        )
+        await asyncio.gather(sampler(), load)
 
     win = windows(duration_s)
     return SoakResult(

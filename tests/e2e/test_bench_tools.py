@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_assets import cpu_facts, describe_cpu
+from burst import burst
 from loadgen import run_load
 from serving import attempt, comparison, report, targets
 
@@ -59,6 +60,17 @@ def test_load_generator_counts_answers_and_errors_by_status(flaky_server: str) -
     assert result.errors == {"503": 10}
     assert result.req_per_s > 0 and result.latency_ms["p99"] >= result.latency_ms["p50"] > 0
     assert result.client_cpu_ms_per_image is not None and result.client_cpu_ms_per_image > 0
+
+
+def test_burst_on_the_same_driver_counts_busy_answers_without_retry_after(
+    flaky_server: str,
+) -> None:
+    root = flaky_server.removesuffix("/classify")
+    result = asyncio.run(burst(root, clients=4, duration_s=0.5, photos=[b"\xff\xd8fake"]))
+    busy = result.outcomes.get("503", 0)
+    assert result.sent == busy + result.outcomes.get("200", 0) and busy > 0
+    assert result.busy_without_retry_after == busy and result.bad_busy_bodies == busy
+    assert result.dropped == 0 and result.server_errors == 0
 
 
 def test_load_generator_refuses_non_loopback_targets() -> None:
