@@ -3,7 +3,7 @@
 Headless against a local server (see README "Benchmarks"):
 
     locust -f bench/locustfile.py --headless --host http://127.0.0.1:3000 \
-        --users 32 --spawn-rate 8 --run-time 2m --images bench/out/images
+        --users 32 --spawn-rate 8 --run-time 2m
 
 Every user uploads a random image to POST /classify (weight 4) or 2..--batch-size random
 images to POST /classify_batch (weight 1) and waits for the answer before the next one.
@@ -20,13 +20,14 @@ from locust import HttpUser, between, events, task
 
 from kitchenware.core.preprocessing import IMAGE_SUFFIXES
 
-DEFAULT_IMAGES = Path(__file__).resolve().parent / "out" / "images"
-
 
 @events.init_command_line_parser.add_listener
 def add_arguments(parser: Any) -> None:
     parser.add_argument(
-        "--images", default=str(DEFAULT_IMAGES), help="Folder of images to upload at random."
+        "--images",
+        default="",
+        help="Folder of images to upload at random (default: the published model's 18 real "
+        "photos, fetched and sha256-checked once by kitchenware.core.pretrained).",
     )
     parser.add_argument(
         "--batch-size", type=int, default=8, help="Most images per /classify_batch request."
@@ -39,12 +40,14 @@ _images: list[tuple[str, bytes]] = []
 @events.test_start.add_listener
 def load_images(environment: Any, **_: Any) -> None:
     """Read the folder once, before any user starts; a missing or empty folder stops the run."""
-    folder = Path(environment.parsed_options.images)
+    if environment.parsed_options.images:
+        folder = Path(environment.parsed_options.images)
+    else:
+        from kitchenware.core.pretrained import real_photos
+
+        folder = real_photos().directory
     if not folder.is_dir():
-        raise SystemExit(
-            f"--images {folder} is not a folder; run `python bench/serving.py` once "
-            "(it writes bench/out/images) or point --images at your photos."
-        )
+        raise SystemExit(f"--images {folder} is not a folder; point --images at your photos.")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SystemExit(f"--images {folder} holds no {', '.join(sorted(IMAGE_SUFFIXES))} files.")
