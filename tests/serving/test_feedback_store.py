@@ -151,3 +151,47 @@ def test_sqlite_syncs_corrections_fully_predictions_lightly_and_maps_no_shm(
     store.close()
     assert not list(tmp_path.glob("*-shm")) and not list(tmp_path.glob("*-wal"))
     assert sqlite3.connect(db).execute("select count(*) from feedback").fetchone() == (1,)
+
+
+# A store in use, its folder made immutable (chattr -R +i, as an operator or a backup tool
+# might); one connection from before, one opened after, each tries to write.
+IMMUTABLE_FOLDER = """
+import subprocess, sys
+from kitchenware.serving.feedback import FeedbackStore, UnkeptPrediction
+folder = sys.argv[1]
+before = FeedbackStore(f"sqlite:///{folder}/feedback.db")
+def write(store, n):
+    store.record_predictions([], [], [UnkeptPrediction(f"id{n}", 0, 0.0, "a real commit")])
+write(before, 0)
+subprocess.run(["chattr", "-R", "+i", folder], check=True)
+try:
+    for n in range(3):
+        for store in (before, FeedbackStore(f"sqlite:///{folder}/feedback.db")):
+            try:
+                write(store, n + 1)
+            except Exception as exc:
+                print("refused:", exc)
+finally:
+    subprocess.run(["chattr", "-R", "-i", folder], check=True)
+"""
+
+
+def test_an_immutable_store_folder_is_an_error_not_a_sigbus(tmp_path: Path) -> None:
+    """With WAL, SQLite maps the -shm file; on this ext4 the process then died of SIGBUS
+    (exit -7) where a rollback journal gives an error the service answers 503."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system that supports it")
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", IMMUTABLE_FOLDER, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.count("refused:") == 6, done.stdout
