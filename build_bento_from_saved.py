@@ -18,6 +18,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kitchenware.core.conversion import ImageSet
 
 PROJECT_DIR = Path(__file__).resolve().parent
 REAL, DEMO = "real", "demo"
@@ -62,15 +66,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
     """Import a model folder with its OpenVINO IR, made here and gated on the real photos.
 
-    The gate compares each artifact with the Keras model; the published model's 18 real
-    photos serve as calibration and gate images for any kitchenware model (a training run
-    can pass its own splits to kitchenware.core.conversion.build_runtime_artifacts).
+    The gate compares each artifact with the Keras model: a model trained here calibrates on
+    its training split and is gated on its validation + test splits (`split.csv` beside the
+    model folder); any other kitchenware model uses the published model's 18 real photos.
     """
     import shutil
     import tempfile
 
     from kitchenware.core.artifacts import RUNTIMES_FILENAME
-    from kitchenware.core.conversion import photo_artifacts_hook
+    from kitchenware.core.conversion import build_runtime_artifacts, photo_artifacts_hook
     from kitchenware.core.files import file_sha256
     from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
     from kitchenware.core.pretrained import real_photos
@@ -81,16 +85,43 @@ def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
     existing = find_imported(file_sha256(folder / MODEL_FILENAME))
     if existing is not None and (model_dir(existing) / RUNTIMES_FILENAME).is_file():
         return existing, False
-    photos = real_photos()
-    paths = [photos.path(photo_id) for photo_id in photos.ids]
     with tempfile.TemporaryDirectory(prefix="kitchenware-convert-") as scratch:
         work = Path(scratch) / "model"
         work.mkdir()
         for name in (MODEL_FILENAME, METADATA_FILENAME):
             if (folder / name).is_file():
                 shutil.copy2(folder / name, work / name)
-        photo_artifacts_hook(paths, photos.labels, log=print)(work)
+        sets = training_split_sets(folder)
+        if sets is not None:  # a model trained here: its own splits
+            build_runtime_artifacts(work, *sets, log=print)
+        else:
+            photos = real_photos()
+            paths = [photos.path(photo_id) for photo_id in photos.ids]
+            photo_artifacts_hook(paths, photos.labels, log=print)(work)
         return import_model_dir(work)
+
+
+def training_split_sets(folder: Path) -> tuple[ImageSet, ImageSet] | None:
+    """For `train.py`'s run_dir/model: calibration from its training split, gate from its
+    validation + test splits (run_dir/split.csv; paths relative to the recorded data root).
+    None when the folder is not such a run or its images are gone."""
+    from kitchenware.core.conversion import split_sets
+    from kitchenware.core.metadata import read_metadata
+    from kitchenware.training.data import DataError, read_split
+
+    split_csv = folder.parent / "split.csv"
+    metadata = read_metadata(folder)
+    data_root = metadata.training_config.get("data")
+    if not split_csv.is_file() or not data_root:
+        return None
+    try:
+        split = read_split(split_csv, Path(data_root))
+    except DataError as exc:
+        print(f"not using {split_csv} for the gate ({exc}); using the real photos")
+        return None
+    index = {name: i for i, name in enumerate(metadata.class_names)}
+    held_out = [(s.path, index[s.label]) for s in (*split.val, *split.test)]
+    return split_sets([s.path for s in split.train], held_out, metadata.image_size)
 
 
 def import_model(args: argparse.Namespace) -> tuple[str, bool, str]:

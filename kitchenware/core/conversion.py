@@ -176,6 +176,52 @@ def photo_sets(
     )
 
 
+MAX_CALIBRATION = 300  # NNCF's advice: ~300 samples
+
+
+def split_sets(
+    train: Sequence[Path],
+    held_out: Sequence[tuple[Path, int]],
+    image_size: int,
+    *,
+    seed: int = CALIBRATION_SEED,
+) -> tuple[ImageSet, ImageSet]:
+    """Calibration and gate sets for a model trained here: up to 300 training images (a
+    seeded choice) to calibrate, its validation + test images (labelled) as the gate."""
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(train), size=min(MAX_CALIBRATION, len(train)), replace=False))
+    calibration_paths = [Path(train[i]) for i in chosen]
+    overlap = {path.resolve() for path in calibration_paths} & {
+        Path(path).resolve() for path, _ in held_out
+    }
+    if overlap:
+        raise ValueError(
+            f"{len(overlap)} training image(s) are also held out, e.g. {min(overlap)}."
+        )
+
+    def load(path: Path) -> np.ndarray:
+        return to_model_input(decode_image(path.read_bytes(), name=str(path)), image_size)
+
+    return (
+        ImageSet(
+            np.stack([load(path) for path in calibration_paths]),
+            names=[path.name for path in calibration_paths],
+            description={
+                "source": "the training split",
+                "seed": seed,
+                "of": len(train),
+                "disjoint_from_gate": True,
+            },
+        ),
+        ImageSet(
+            np.stack([load(Path(path)) for path, _ in held_out]),
+            labels=[label for _, label in held_out],
+            names=[Path(path).name for path, _ in held_out],
+            description={"source": "the validation + test splits", "seed": None},
+        ),
+    )
+
+
 def _predict_in_batches(predict: Any, images: np.ndarray) -> np.ndarray:
     return np.concatenate(
         [predict(images[i : i + GATE_BATCH]) for i in range(0, len(images), GATE_BATCH)]
