@@ -1,0 +1,73 @@
+"""OpenVINO's compiled-model cache: used where writable, skipped (not fatal) where not.
+
+The container's root (and HOME) may be read-only: the service must start without a cache.
+Real compile_model calls on the colour model's IR, in subprocesses with their own env.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_support import build_colour_model
+
+from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
+
+SIZE = 32
+PROBE = (
+    "import json, sys\n"
+    "from kitchenware.core.openvino_runtime import model_cache_dir\n"
+    "from kitchenware.core.backends import load_backend\n"
+    "b = load_backend(sys.argv[1], 'openvino-fp32')\n"
+    "print(json.dumps({'cache': str(model_cache_dir()), 'backend': b.name}))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = build_colour_model(tmp_path_factory.mktemp("cache") / "model", image_size=SIZE)
+    images = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
+    build_runtime_artifacts(
+        directory, ImageSet(images), ImageSet(images), backends=("openvino-fp32",), log=print
+    )
+    return directory
+
+
+def probe(model_dir: Path, **env: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KITCHENWARE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(model_dir)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_cache_fills_where_it_is_writable(model_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "ov-cache"
+    assert probe(model_dir, KITCHENWARE_OPENVINO_CACHE_DIR=str(cache))["cache"] == str(cache)
+    assert list(cache.glob("*.blob")), "compile_model wrote no cached blob"
+
+
+def test_an_unwritable_home_falls_back_to_the_temp_folder(model_dir: Path, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("HOME cannot hold folders here")  # mkdir under it fails, even as root
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    found = probe(model_dir, HOME=str(not_a_dir), XDG_CACHE_HOME="", TMPDIR=str(temp))
+    assert found == {"cache": str(temp / "kitchenware-openvino-cache"), "backend": "openvino-fp32"}
+
+
+def test_no_writable_place_serves_without_a_cache(model_dir: Path, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    found = probe(model_dir, KITCHENWARE_OPENVINO_CACHE_DIR=str(not_a_dir / "cache"))
+    assert found == {"cache": "None", "backend": "openvino-fp32"}
