@@ -73,7 +73,7 @@ def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
     import shutil
     import tempfile
 
-    from kitchenware.core.artifacts import RUNTIMES_FILENAME
+    from kitchenware.core.artifacts import has_current_manifest
     from kitchenware.core.conversion import build_runtime_artifacts, photo_artifacts_hook
     from kitchenware.core.files import file_sha256
     from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
@@ -83,8 +83,8 @@ def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
     if not (folder / MODEL_FILENAME).is_file():
         return import_model_dir(folder)  # its one-sentence error
     existing = find_imported(file_sha256(folder / MODEL_FILENAME))
-    if existing is not None and (model_dir(existing) / RUNTIMES_FILENAME).is_file():
-        return existing, False
+    if existing is not None and has_current_manifest(model_dir(existing)):
+        return existing, False  # an entry from an older gate gets converted again
     with tempfile.TemporaryDirectory(prefix="kitchenware-convert-") as scratch:
         work = Path(scratch) / "model"
         work.mkdir()

@@ -14,6 +14,7 @@ so the serving process can read it without TensorFlow or NNCF.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,28 @@ def read_manifest(model_dir: Path | str) -> RuntimeManifest | None:
     try:
         return RuntimeManifest.model_validate_json(path.read_text())
     except ValueError as exc:
+        version = manifest_version(model_dir)
+        if version is not None and version < MANIFEST_VERSION:
+            raise ValueError(
+                f"Runtime manifest {path} was made by an older import (version {version}, "
+                f"this code reads {MANIFEST_VERSION}): import the model again "
+                "(`python build_bento_from_saved.py --import-only`)."
+            ) from exc
         raise ValueError(f"Runtime manifest {path} is invalid: {exc}") from exc
+
+
+def manifest_version(model_dir: Path | str) -> int | None:
+    """The manifest_version in runtimes.json, None without a readable one."""
+    try:
+        version = json.loads((Path(model_dir) / RUNTIMES_FILENAME).read_text())["manifest_version"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return version if isinstance(version, int) else None
+
+
+def has_current_manifest(model_dir: Path | str) -> bool:
+    """Whether the model carries runtime artifacts this code can serve (else re-import)."""
+    return manifest_version(model_dir) == MANIFEST_VERSION
 
 
 def write_manifest(manifest: RuntimeManifest, model_dir: Path | str) -> Path:

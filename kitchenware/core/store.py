@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kitchenware import MODEL_NAME
-from kitchenware.core.artifacts import OPENVINO_DIR, RUNTIMES_FILENAME
+from kitchenware.core.artifacts import OPENVINO_DIR, RUNTIMES_FILENAME, has_current_manifest
 from kitchenware.core.files import file_sha256
 from kitchenware.core.metadata import (
     METADATA_FILENAME,
@@ -103,10 +103,8 @@ def import_model_dir(source_dir: Path, name: str = MODEL_NAME) -> tuple[str, boo
         )
     existing = find_imported(file_sha256(model_file), name)
     brings_artifacts = (source_dir / RUNTIMES_FILENAME).is_file()
-    if existing is not None and (
-        not brings_artifacts or (model_dir(existing) / RUNTIMES_FILENAME).is_file()
-    ):
-        return existing, False  # a stored copy without runtime artifacts gets a new entry
+    if existing is not None and (not brings_artifacts or has_current_manifest(model_dir(existing))):
+        return existing, False  # a copy without (current) runtime artifacts gets a new entry
 
     return save_model_dir(source_dir, name), True
 

@@ -32,6 +32,7 @@ from kitchenware.core.artifacts import (
     OPENVINO_INT8,
     GateRule,
     gate_result,
+    has_current_manifest,
     read_manifest,
 )
 from kitchenware.core.backends import AUTO, TENSORFLOW, BackendError, load_backend
@@ -340,3 +341,18 @@ def test_predict_py_runs_the_same_check_and_falls_back(converted: Path, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     assert "failed the start-up check on this CPU" in done.stderr
     assert "with tensorflow" in done.stderr
+
+
+def test_runtimes_json_from_the_older_gate_asks_for_a_new_import(tmp_path: Path) -> None:
+    """An entry imported before this gate (manifest 1, top-1 agreement on every image) is
+    not served under the old verdicts; the message says how to get the new ones."""
+    old_gate = {"backend": OPENVINO_INT8, "passed": True, "reason": "x", "images": 234,
+                "top1_agreement": 0.99, "min_top1_agreement": 0.99,
+                "max_abs_probability_diff": 0.5}  # fmt: skip
+    manifest = {"manifest_version": 1, "reference": "Keras", "artifacts": {
+        OPENVINO_INT8: {"backend": OPENVINO_INT8, "ir_path": "openvino/int8/model.xml",
+                        "gate": old_gate}}}  # fmt: skip
+    (tmp_path / "runtimes.json").write_text(json.dumps(manifest))
+    assert not has_current_manifest(tmp_path)
+    with pytest.raises(ValueError, match=r"older import \(version 1.*--import-only"):
+        read_manifest(tmp_path)
