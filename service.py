@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -33,6 +33,7 @@ from kitchenware.serving.auth import ApiKeyGate, startup_line
 from kitchenware.serving.batching import MicroBatcher, QueueFull
 from kitchenware.serving.cors import cors_options
 from kitchenware.serving.docspage import DocsPage
+from kitchenware.serving.errors import with_request_id
 from kitchenware.serving.explain import ExplainResponse
 from kitchenware.serving.loop import EXPLAIN_FIELDS, FEEDBACK_FIELDS, FeedbackAnswer, FeedbackLoop
 from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
@@ -61,7 +62,7 @@ from kitchenware.serving.tasks import (
     task_uploads,
 )
 from kitchenware.serving.ui import ui_app
-from kitchenware.serving.uploads import FileField, UploadGate
+from kitchenware.serving.uploads import FileField, UploadGate, UploadPace
 
 settings = get_settings()
 # Class-level on the service, so `bentoml build` packs the model into the bento.
@@ -172,10 +173,13 @@ class Kitchenware:
         if isinstance(probabilities, JSONResponse):
             return probabilities
         elapsed_ms = (time.perf_counter() - started) * 1000
-        await self.loop.arecord(request_id_of(scope), paths, probabilities, elapsed_ms)
-        return self._results(probabilities, uploads)
+        request_id = request_id_of(scope)
+        await self.loop.arecord(request_id, paths, probabilities, elapsed_ms)
+        return self._results(probabilities, uploads, request_id)
 
-    def _results(self, probabilities: np.ndarray, uploads: list[Upload]) -> list[Classification]:
+    def _results(
+        self, probabilities: np.ndarray, uploads: list[Upload], request_id: str | None
+    ) -> list[Classification]:
         return [
             classification(
                 row,
@@ -184,13 +188,18 @@ class Kitchenware:
                 settings.top_k,
                 upload.filename,
                 self.backend.name,
+                request_id,
             )
             for row, upload in zip(probabilities, uploads, strict=True)
         ]
 
-    def _batch(self, results: list[Classification]) -> BatchClassification:
+    def _batch(self, results: list[Classification], request_id: str | None) -> BatchClassification:
         return BatchClassification(
-            model=self.served.tag, runtime=self.backend.name, count=len(results), results=results
+            model=self.served.tag,
+            runtime=self.backend.name,
+            count=len(results),
+            results=results,
+            request_id=request_id,
         )
 
     @bentoml.api(route="/classify", output_spec=Classification)
@@ -210,7 +219,7 @@ class Kitchenware:
         results = await self._run(images, "images", ctx, indexed=True)
         if isinstance(results, JSONResponse):
             return _with_status(ctx, results)
-        return self._batch(results)
+        return self._batch(results, _request_id(ctx))
 
     @bentoml.task(route=TASK_ROUTE, output_spec=BatchClassification)
     async def classify_batch_async(
@@ -238,7 +247,8 @@ class Kitchenware:
         if isinstance(done, JSONResponse):
             return _with_status(ctx, done)
         uploads, probabilities = done
-        return self._batch(self._results(probabilities, uploads))
+        request_id = _request_id(ctx)
+        return self._batch(self._results(probabilities, uploads, request_id), request_id)
 
     @bentoml.api(route="/feedback", output_spec=FeedbackAnswer)
     async def feedback(
@@ -251,11 +261,12 @@ class Kitchenware:
         # A list: BentoML 1.4 cannot parse an optional single file; the gate allows one.
         image: list[Path] = [],  # noqa: B006 (BentoML reads the default, never mutates it)
     ) -> FeedbackAnswer | JSONResponse:
-        """Correct a prediction: multipart text field `label` (the right class) and either
-        `request_id` (from a /classify answer; `index` for a /classify_batch one) or the
-        photo itself as file field `image`; `note` is optional free text. Answered only
-        after the correction is committed; 404 for an unknown or expired request id, 409
-        for a repeat, 400 for a label the model does not know."""
+        """Correct a prediction: `label` (the right class) and either `request_id` (from a
+        /classify answer; `index` for a /classify_batch one) or the photo itself as file
+        field `image`; `note` is optional free text. Send JSON or a form (`client.feedback(
+        request_id=..., label=...)`), or multipart/form-data when the photo goes along.
+        Answered only after the correction is committed; 404 for an unknown or expired
+        request id, 409 for a repeat, 400 for a label the model does not know."""
         result = await self.loop.afeedback(
             label=label,
             request_id=request_id,
@@ -263,7 +274,7 @@ class Kitchenware:
             image=image[0] if image else None,
             note=note,
         )
-        return _with_status(ctx, result) if isinstance(result, JSONResponse) else result
+        return _answer(ctx, result)
 
     @bentoml.api(route="/explain", output_spec=ExplainResponse)
     async def explain(
@@ -276,7 +287,22 @@ class Kitchenware:
         if not self.loaded.is_set():
             return _with_status(ctx, busy_response(settings.retry_after_s, "The model is loading."))
         result = await self.loop.aexplain(self.backend, image, label, method, self.decode_limiter)
-        return _with_status(ctx, result) if isinstance(result, JSONResponse) else result
+        return _answer(ctx, result)
+
+
+Answer = TypeVar("Answer", FeedbackAnswer, ExplainResponse)
+
+
+def _request_id(ctx: bentoml.Context) -> str | None:
+    return request_id_of(getattr(ctx.request, "scope", None))
+
+
+def _answer(ctx: bentoml.Context, result: Answer | JSONResponse) -> Answer | JSONResponse:
+    """The loop's answer with this request's id (errors built there get it here)."""
+    if isinstance(result, JSONResponse):
+        return _with_status(ctx, with_request_id(result))
+    result.request_id = _request_id(ctx)
+    return result
 
 
 def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
@@ -285,47 +311,52 @@ def _with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
     return response
 
 
-# mypy does not see that @bentoml.service turns the class into a bentoml.Service.
-SERVICE = cast("bentoml.Service[Kitchenware]", Kitchenware)
-# BentoML applies these in the order added, outermost first. Request ids first, so every
-# answer below (refusals too) carries one; CORS (off unless origins are set) answers
-# preflights; the API key check (off unless keys are set) refuses strangers everywhere but
-# /livez, /readyz, /metrics (the Swagger page too); this service's own Swagger page at /
-# and /docs.json; admission answers a prompt 429 past capacity on the routes that run the
-# model, before any body is read; then the upload gate.
-SERVICE.add_asgi_middleware(RequestIdMiddleware)
-if (cors := cors_options(settings.cors_allowed_origins)) is not None:
-    SERVICE.add_asgi_middleware(CORSMiddleware, **cors)
-SERVICE.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)
-SERVICE.add_asgi_middleware(DocsPage)
-SERVICE.add_asgi_middleware(
-    AdmissionGate,
-    routes=("/classify", "/classify_batch", "/explain", TASK_ROUTE, f"{TASK_ROUTE}/submit"),
-    max_in_flight=settings.max_in_flight,
-    retry_after_s=settings.retry_after_s,
-)
-SERVICE.add_asgi_middleware(
-    UploadGate,
-    routes={
-        "/classify": FileField("image", max_files=1),
-        "/classify_batch": FileField(
-            "images",
-            max_files=settings.max_batch_files,
-            limit_setting="KITCHENWARE_MAX_BATCH_FILES",
-        ),
-        "/feedback": FEEDBACK_FIELDS,
-        "/explain": EXPLAIN_FIELDS,
-        **{
-            route: FileField(
+def _install_middlewares(service: bentoml.Service[Kitchenware]) -> None:
+    """BentoML applies these in the order added, outermost first.
+
+    Request ids first, so every answer below (refusals too) carries one; CORS (off unless
+    origins are set) answers preflights; the API key check (off unless keys are set) refuses
+    strangers everywhere but /livez, /readyz, /metrics (the Swagger page too); this service's
+    own Swagger page at / and /docs.json; admission counts a request on the routes that run
+    the model once its body is complete (a prompt 429 when full); then the upload gate, which
+    checks the body as it streams to BentoML; TaskRoutes runs inside it and sees the client
+    file names it recorded.
+    """
+    service.add_asgi_middleware(RequestIdMiddleware)
+    if (cors := cors_options(settings.cors_allowed_origins)) is not None:
+        service.add_asgi_middleware(CORSMiddleware, **cors)
+    service.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)
+    service.add_asgi_middleware(DocsPage)
+    service.add_asgi_middleware(
+        AdmissionGate,
+        routes=("/classify", "/classify_batch", "/explain", TASK_ROUTE, f"{TASK_ROUTE}/submit"),
+        max_in_flight=settings.max_in_flight,
+        retry_after_s=settings.retry_after_s,
+    )
+    task_field = FileField(
+        "images", max_files=settings.max_task_files, limit_setting="KITCHENWARE_MAX_TASK_FILES"
+    )
+    service.add_asgi_middleware(
+        UploadGate,
+        routes={
+            "/classify": FileField("image", max_files=1),
+            "/classify_batch": FileField(
                 "images",
-                max_files=settings.max_task_files,
-                limit_setting="KITCHENWARE_MAX_TASK_FILES",
-            )
-            for route in (TASK_ROUTE, f"{TASK_ROUTE}/submit")
+                max_files=settings.max_batch_files,
+                limit_setting="KITCHENWARE_MAX_BATCH_FILES",
+            ),
+            "/feedback": FEEDBACK_FIELDS,
+            "/explain": EXPLAIN_FIELDS,
+            TASK_ROUTE: task_field,
+            f"{TASK_ROUTE}/submit": task_field,
         },
-    },
-    max_upload_bytes=settings.max_upload_bytes,
-    on_reject=count_rejection,
-)
-# Added after UploadGate, so it runs inside it and sees the client file names it recorded.
-cast("bentoml.Service[Kitchenware]", Kitchenware).add_asgi_middleware(TaskRoutes)
+        max_upload_bytes=settings.max_upload_bytes,
+        pace=UploadPace(settings.min_upload_bytes_per_s, settings.upload_grace_s),
+        on_reject=count_rejection,
+    )
+    service.add_asgi_middleware(TaskRoutes)
+
+
+# One module-level name for the service (`bentoml serve service.py` refuses two); mypy does
+# not see that @bentoml.service made the class a bentoml.Service.
+_install_middlewares(cast("bentoml.Service[Kitchenware]", Kitchenware))

@@ -12,8 +12,9 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kitchenware.serving.errors import error_answer
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 MIN_KEY_LENGTH = 16
@@ -95,7 +96,7 @@ class ApiKeyGate:
             await send({"type": "websocket.close", "code": 1008})
             return
         # The body was not read: close the connection rather than leave it half-read.
-        await JSONResponse(
+        await error_answer(
             {"error": message, "reason": "unauthorized"},
             401,
             {"WWW-Authenticate": 'Bearer realm="kitchenware"', "Connection": "close"},

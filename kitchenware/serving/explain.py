@@ -68,6 +68,7 @@ class ExplainResponse(BaseModel):
     model: str
     backend: str
     elapsed_ms: float = Field(description="Time spent computing the heatmap.")
+    request_id: str | None = Field(None, description="Id of this request (X-Request-ID).")
 
 
 def keras_model_of(backend: Any) -> Any | None:

@@ -60,7 +60,11 @@ logger = logging.getLogger("kitchenware.loop")
 
 # The upload gate's rules for the loop's routes (same byte, pixel and format limits).
 FEEDBACK_FIELDS = FileField(
-    "image", max_files=1, text_fields=("label", "request_id", "index", "note"), optional=True
+    "image",
+    max_files=1,
+    text_fields=("label", "request_id", "index", "note"),
+    optional=True,
+    accepts_forms=True,  # a correction by request id: JSON or a form, no file
 )
 EXPLAIN_FIELDS = FileField("image", max_files=1, text_fields=("label", "method"))
 # A correction by id may race its prediction's background write (this worker's or
@@ -82,6 +86,7 @@ class FeedbackAnswer(BaseModel):
     )
     image_sha256: str
     message: str
+    request_id: str | None = Field(None, description="Id of this /feedback request.")
 
 
 def error_response(status: int, reason: str, message: str, **details: Any) -> JSONResponse:

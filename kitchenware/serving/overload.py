@@ -1,11 +1,15 @@
 """Overload answers: past capacity, a quick 429 or 503 that says when to retry, never a hang.
 
 `AdmissionGate` (ASGI) admits at most `max_in_flight` requests per worker on the routes
-that run the model; the next one is answered 429 at once, before its body is read, with
-a JSON sentence and a `Retry-After` header. Behind it, the batcher sheds a request whose
-queue wait would exceed the latency budget (503, same shape). Probes and metrics are
-never gated. BentoML's own `traffic.max_concurrency` would answer 429 too, but from
-outside every user middleware: without a retry sentence, `Retry-After` or request id.
+that run the model; the next one is answered 429 with a JSON sentence and a `Retry-After`
+header. A request takes its slot only once its body is complete: an upload still on its
+way holds no model slot, so slow clients cannot lock out others (the upload gate's pace
+limit cuts those off). When the slots are already full, the 429 comes at once, before the
+body is read; a request whose upload completes while they are full gets it then. Behind
+it, the batcher sheds a request whose queue wait would exceed the latency budget (503,
+same shape). Probes and metrics are never gated. BentoML's own `traffic.max_concurrency`
+would answer 429 too, but from outside every user middleware: without a retry sentence,
+`Retry-After` or request id.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kitchenware.serving.errors import BodyWatch, error_answer
 from kitchenware.serving.metrics import BUSY_REJECTIONS
 
 
@@ -53,20 +58,36 @@ class AdmissionGate:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            self.rejected += 1
-            BUSY_REJECTIONS.inc()
-            detail = (
-                f"The server is at capacity ({self.max_in_flight} requests in progress "
-                "in this worker)."
-            )
-            await JSONResponse(
-                busy_body(429, self.retry_after_s, detail),
-                429,
-                {"Retry-After": str(self.retry_after_s)},
-            )(scope, receive, send)
+            await self._busy()(scope, receive, send)
             return
-        self.in_flight += 1  # one event loop per worker: no lock needed
+        watch = BodyWatch(send)
+        admitted = False
+
+        async def admitting() -> Message:
+            nonlocal admitted
+            message = await receive()
+            body_complete = message["type"] == "http.request" and not message.get("more_body")
+            if body_complete and not admitted:
+                if self.in_flight >= self.max_in_flight:
+                    watch.stop(self._busy())
+                self.in_flight += 1  # one event loop per worker: no lock needed
+                admitted = True
+            return message
+
         try:
-            await self.app(scope, receive, send)
+            await watch.run(self.app, scope, admitting)
         finally:
-            self.in_flight -= 1
+            if admitted:
+                self.in_flight -= 1
+
+    def _busy(self) -> JSONResponse:
+        self.rejected += 1
+        BUSY_REJECTIONS.inc()
+        detail = (
+            f"The server is at capacity ({self.max_in_flight} requests in progress in this worker)."
+        )
+        return error_answer(
+            busy_body(429, self.retry_after_s, detail),
+            429,
+            {"Retry-After": str(self.retry_after_s)},
+        )

@@ -1,16 +1,16 @@
 """Request ids: one per HTTP request, in the `X-Request-ID` header, the JSON body and the logs.
 
 `RequestIdMiddleware` (ASGI) keeps a well-formed client `X-Request-ID` or makes a new one,
-puts it in a contextvar (`current_request_id()`) and the ASGI scope, adds the header to the
-response and a `request_id` key to every JSON object response (success or error, including
-answers of middlewares inside it such as the upload gate). `RequestIdLogFilter` appends the
-id to every log line written while the request is handled.
+puts it in a contextvar (`current_request_id()`) and the ASGI scope, and adds the header to
+every response. It never touches a body: the endpoints fill the `request_id` field of their
+output schemas (so BentoML's own client sees it) and error bodies get it where they are built
+(kitchenware/serving/errors.py). `RequestIdLogFilter` appends the id to every log line
+written while the request is handled.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import time
@@ -19,11 +19,11 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
+HEADER_KEY = HEADER.lower().encode()
 SCOPE_KEY = "kitchenware.request_id"
 BODY_KEY = "request_id"
 # Letters, digits and . _ : - up to 128 characters: safe in headers, logs, file names and SQL.
 WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-MAX_REWRITTEN_BODY_BYTES = 64 << 20  # larger JSON answers keep their body; the header still says
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "kitchenware_request_id", default=None
@@ -50,25 +50,17 @@ def accepted_request_id(value: str | bytes | None) -> str | None:
 
 
 def request_id_of(scope: Scope | None) -> str | None:
-    """The request id the middleware put in an ASGI scope (e.g. from `ctx.request.scope`)."""
+    """The request id the middleware put in an ASGI scope (e.g. from `ctx.request.scope`),
+    else in its headers (a background task's stored request), else the current one's."""
     value = (scope or {}).get(SCOPE_KEY)
-    return value if isinstance(value, str) else current_request_id()
-
-
-def _with_id(body: bytes, request_id: str) -> bytes | None:
-    """The JSON object body with `request_id` added, or None to leave the body alone."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict) or payload.get(BODY_KEY) == request_id:
-        return None
-    payload[BODY_KEY] = request_id
-    return json.dumps(payload).encode()
+    if isinstance(value, str):
+        return value
+    headers = dict((scope or {}).get("headers") or [])
+    return accepted_request_id(headers.get(HEADER_KEY)) or current_request_id()
 
 
 class RequestIdMiddleware:
-    """ASGI middleware: a request id for every HTTP request, echoed in header and JSON body."""
+    """ASGI middleware: a request id for every HTTP request, in the scope and the header."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -78,44 +70,23 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
-        request_id = accepted_request_id(headers.get(HEADER.lower().encode())) or new_request_id()
+        request_id = accepted_request_id(headers.get(HEADER_KEY)) or new_request_id()
         scope[SCOPE_KEY] = request_id
+        # In the request's headers too: BentoML keeps those (not the scope) with a task.
+        scope["headers"] = [
+            *((k, v) for k, v in scope.get("headers", []) if k != HEADER_KEY),
+            (HEADER_KEY, request_id.encode()),
+        ]
         token = _request_id.set(request_id)
         started = time.perf_counter()
         status: list[int] = []
-        held: list[Message] = []  # the start message of a JSON answer, until its body is known
-        chunks: list[bytes] = []
+        header = (HEADER_KEY, request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(int(message["status"]))
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    (k, v) for k, v in message["headers"] if k.lower() != HEADER.lower().encode()
-                ] + [(HEADER.lower().encode(), request_id.encode())]
-                content_type = dict(message["headers"]).get(b"content-type", b"")
-                if content_type.startswith(b"application/json"):
-                    held.append(message)
-                    return
-                await send(message)
-                return
-            if message["type"] == "http.response.body" and held:
-                chunks.append(message.get("body", b""))
-                size = sum(len(c) for c in chunks)
-                if message.get("more_body", False) and size <= MAX_REWRITTEN_BODY_BYTES:
-                    return
-                body = b"".join(chunks)
-                rewritten = None if message.get("more_body", False) else _with_id(body, request_id)
-                start = held.pop()
-                chunks.clear()
-                if rewritten is not None:
-                    body = rewritten
-                    start["headers"] = [
-                        (k, v) for k, v in start["headers"] if k.lower() != b"content-length"
-                    ] + [(b"content-length", str(len(body)).encode())]
-                await send(start)
-                await send({**message, "body": body})
-                return
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != header[0]]
+                message = {**message, "headers": [*headers, header]}
             await send(message)
 
         try:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 
 from kitchenware.core.metadata import ModelMetadata, read_metadata
 from kitchenware.core.preprocessing import ImageDecodeError, preprocess_bytes
+from kitchenware.serving.errors import error_answer
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
 from kitchenware.serving.preflight import locate_checked
 from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
@@ -38,6 +39,9 @@ class Classification(BaseModel):
         None, description="Inference backend that answered, e.g. openvino-int8 or tensorflow."
     )
     filename: str | None = Field(None, description="The uploaded file's name, if it had one.")
+    request_id: str | None = Field(
+        None, description="Id of this request (also the X-Request-ID header); send it to /feedback."
+    )
 
 
 class BatchClassification(BaseModel):
@@ -47,6 +51,10 @@ class BatchClassification(BaseModel):
     runtime: str | None = None
     count: int
     results: list[Classification]
+    request_id: str | None = Field(
+        None,
+        description="Id of this request (X-Request-ID); send it and an index to /feedback.",
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:
     body: dict[str, Any] = {"error": message, "reason": first.error.reason}
     if len(failures) > 1 or first.index > 0:
         body["failures"] = [f.as_json() for f in failures]
-    return JSONResponse(body, status_code=status)
+    return error_answer(body, status)
 
 
 def classification(
@@ -145,6 +153,7 @@ def classification(
     top_k: int,
     filename: str | None = None,
     runtime: str | None = None,
+    request_id: str | None = None,
 ) -> Classification:
     """One row of model output -> the response for that image."""
     scores = [float(p) for p in probabilities]
@@ -162,6 +171,7 @@ def classification(
         model=model_tag,
         runtime=runtime,
         filename=filename,
+        request_id=request_id,
     )
 
 
@@ -169,12 +179,8 @@ QUEUE_FULL = "The server is busy: the inference queue is full. Retry in a few se
 
 
 def busy_response(retry_after_s: int, message: str = QUEUE_FULL) -> JSONResponse:
-    return JSONResponse(
-        {
-            "error": message,
-            "reason": "busy",
-            "retry_after_s": retry_after_s,
-        },
-        status_code=503,
-        headers={"Retry-After": str(retry_after_s)},
+    return error_answer(
+        {"error": message, "reason": "busy", "retry_after_s": retry_after_s},
+        503,
+        {"Retry-After": str(retry_after_s)},
     )

@@ -9,10 +9,13 @@
   without a bound unless one is given; the bound keeps shutdown inside Kubernetes'
   terminationGracePeriodSeconds (30 s).
 
-Neither has a BentoML config key, and the generated container entrypoint is a plain
-`bentoml serve`, so `apply_server_options` sets uvicorn's defaults in the worker process
-(service.py calls it at import, before BentoML's worker builds its uvicorn.Config).
-An explicit `bentoml serve --timeout-keep-alive N` other than uvicorn's 5 still wins.
+BentoML 1.4.40 takes both only as hidden `bentoml serve --timeout-keep-alive N
+--timeout-graceful-shutdown N` flags: no service or server config key (ServiceConfig's
+`http` block has none), no environment variable (the click options declare no envvar), and
+the generated container runs a plain `bentoml serve`. A user's plain `bentoml serve` would
+keep uvicorn's 5 s. So `apply_server_options` changes uvicorn's defaults in the worker
+process only (service.py calls it at import, before BentoML's worker builds its
+uvicorn.Config); the flags, when given, still win (an explicit value other than uvicorn's 5).
 """
 
 from __future__ import annotations

@@ -57,6 +57,15 @@ class ServiceSettings(BaseSettings):
     max_in_flight: int = Field(
         40, ge=1, description="Requests one worker runs at once; the next one gets a 429."
     )
+    # Slow clients (kitchenware/serving/uploads.py): 2 KiB/s is a 3 MB photo in 25 min, far
+    # below a poor mobile uplink (~10-50 KiB/s); a slow-loris trickle of bytes is cut off
+    # after the grace period with a 408 instead of holding its connection.
+    min_upload_bytes_per_s: int = Field(
+        2048, ge=1, description="Slowest average upload rate accepted after the grace period."
+    )
+    upload_grace_s: float = Field(
+        10.0, gt=0, description="Seconds an upload may take before its rate is checked."
+    )
     # uvicorn closed idle connections after 5 s, racing pooled clients (server_options.py).
     keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connection lifetime.")
     graceful_shutdown_s: int = Field(

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kitchenware.core.preprocessing import ImageDecodeError
+from kitchenware.serving.errors import error_answer
 from kitchenware.serving.metrics import count_rejection
 from kitchenware.serving.responses import (
     DecodeFailure,
@@ -63,7 +64,7 @@ class TaskRejected(Exception):
 
     def response(self) -> JSONResponse:
         body = {"error": str(self), "reason": self.reason, **self.details}
-        return JSONResponse(body, status_code=self.status_code)
+        return error_answer(body, self.status_code)
 
 
 def is_zip(path: Path) -> bool:
@@ -257,10 +258,8 @@ class TaskRoutes:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path in self.routes:
             headers = [(k, v) for k, v in scope.get("headers", []) if k != NAMES_HEADER.encode()]
-            names = scope.get(UPLOAD_NAMES_SCOPE_KEY)
-            if isinstance(names, list):
-                headers.append((NAMES_HEADER.encode(), json.dumps(names).encode("ascii")))
-            scope = {**scope, "headers": headers}
+            outer, scope = scope, {**scope, "headers": headers}
+            receive = _naming_uploads(outer, scope, receive)
         if path not in self.lookups:
             await self.app(scope, receive, send)
             return
@@ -275,12 +274,29 @@ class TaskRoutes:
             if started is not None and message["type"] == "http.response.body":
                 if message.get("more_body"):
                     return
-                answer = JSONResponse(unknown_task_body(task_id), status_code=404)
+                answer = error_answer(unknown_task_body(task_id), 404)
                 await answer(scope, receive, send)
                 return
             await send(message)
 
         await self.app(scope, receive, rewrite_404)
+
+
+def _naming_uploads(outer: Scope, scope: Scope, receive: Receive) -> Receive:
+    """receive() that adds the names header once UploadGate has named every part.
+
+    UploadGate records the names when the body is complete, so the header joins the scope's
+    header list then (in place: a Request made earlier reads the same list).
+    """
+
+    async def named() -> Message:
+        message = await receive()
+        names = outer.get(UPLOAD_NAMES_SCOPE_KEY)
+        if isinstance(names, list) and not message.get("more_body", False):
+            scope["headers"].append((NAMES_HEADER.encode(), json.dumps(names).encode("ascii")))
+        return message
+
+    return named
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:

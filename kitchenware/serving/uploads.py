@@ -1,33 +1,42 @@
-"""The upload gate: an ASGI middleware that checks uploads before BentoML parses them.
+"""The upload gate: an ASGI middleware that checks uploads as they stream to BentoML.
 
 BentoML 1.4 has no request size limit, answers 500 for a malformed multipart body,
 silently keeps only the first of two files in a single-file field, and downloads a URL
-given as a text value in a file field. This gate enforces the service contract first:
-a body over the byte limit is refused while streaming (413, never read whole), a
-non-multipart body, a missing, misnamed, duplicated or non-file field gets a 400 that
-names the field, too many files gets a 413. Accepted bodies are replayed with every
-file part renamed to `upload`: BentoML writes each file to a temp file whose suffix is the
-client's file name (a 300-character name answered 500), so no client-chosen name reaches
-the filesystem; the original names stay in the scope for messages and responses.
+given as a text value in a file field. This gate enforces the service contract on the
+same pass that feeds BentoML (no spool, no replay): each chunk is parsed as it arrives
+and handed on at once, every file part renamed to `upload` on the way (BentoML writes
+each file to a temp file whose suffix is the client's file name: a 300-character name
+answered 500), with the client names kept in the scope for messages and responses.
+
+- bytes: over the limit while streaming, 413 (a declared Content-Length before any read);
+- shape: a non-multipart body, a missing, misnamed, duplicated or non-file field, a text
+  field that is not text: 400 naming the field; too many files: 413. The part list is
+  complete with the closing boundary, so the last chunk is handed on only once it passed;
+- pace: a body arriving slower than the minimum rate, after a grace period, is cut off
+  with a 408 (slow clients must not hold connections and memory forever).
+
+On a refusal the app, which never saw the whole body, is stopped where it waits for the
+next chunk (errors.BodyWatch) and the gate answers. /feedback also takes JSON and
+url-encoded forms (a correction by request id has no file): those get the byte and pace
+checks only, and BentoML validates their fields.
 """
 
 from __future__ import annotations
 
-import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import Any
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.errors import ClientError
+from kitchenware.serving.errors import BodyWatch, ClientError, error_answer
 
 UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
-SPOOL_IN_MEMORY_BYTES = 1 << 20  # bodies above 1 MiB wait on disk, not in RAM
-REPLAY_CHUNK_BYTES = 1 << 16
+FORM_TYPES = (b"application/json", b"application/x-www-form-urlencoded")
 
 
 class UploadRejected(ClientError):
@@ -57,6 +66,20 @@ class FileField:
     # the file may be left out (/feedback by request_id).
     text_fields: tuple[str, ...] = ()
     optional: bool = False
+    # JSON and url-encoded bodies are welcome too (/feedback: BentoML's client sends a form).
+    accepts_forms: bool = False
+
+
+@dataclass(frozen=True)
+class UploadPace:
+    """The slowest body accepted: `min_bytes_per_s` on average once `grace_s` has passed."""
+
+    min_bytes_per_s: int
+    grace_s: float
+
+    def deadline(self, started: float, received: int) -> float:
+        """When the next bytes must have arrived for the average to stay above the minimum."""
+        return started + max(self.grace_s, received / self.min_bytes_per_s)
 
 
 @dataclass
@@ -73,7 +96,7 @@ class _PartCollector:
     write the body again to `out` with the server's own file name in every file part."""
 
     boundary: bytes
-    out: BinaryIO
+    out: bytearray = field(default_factory=bytearray)
     parts: list[_Part] = field(default_factory=list)
     finished: bool = False
     _header_field: bytearray = field(default_factory=bytearray)
@@ -92,11 +115,11 @@ class _PartCollector:
         }
 
     def _line_end(self) -> None:
-        self.out.write(b"\r\n")
+        self.out.extend(b"\r\n")
 
     def _part_begin(self) -> None:
         self.parts.append(_Part())
-        self.out.write(b"--" + self.boundary + b"\r\n")
+        self.out.extend(b"--" + self.boundary + b"\r\n")
 
     def _header_end(self) -> None:
         name, value = bytes(self._header_field), bytes(self._header_value)
@@ -110,16 +133,16 @@ class _PartCollector:
             value = _safe_disposition(options)
         elif name.lower() == b"content-type":
             self.parts[-1].content_type = parse_options_header(value)[0]
-        self.out.write(name + b": " + value + b"\r\n")
+        self.out.extend(name + b": " + value + b"\r\n")
         self._header_field.clear()
         self._header_value.clear()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self.parts[-1].size += end - start
-        self.out.write(data[start:end])
+        self.out.extend(data[start:end])
 
     def _end(self) -> None:
-        self.out.write(b"--" + self.boundary + b"--\r\n")
+        self.out.extend(b"--" + self.boundary + b"--\r\n")
         self.finished = True
 
 
@@ -141,10 +164,13 @@ def _limit_text(limit: int) -> str:
     )
 
 
-def check_content_type(headers: dict[bytes, bytes], field_name: str) -> bytes:
-    """The multipart boundary, or UploadRejected for any other kind of body."""
+def check_content_type(headers: dict[bytes, bytes], rule: FileField) -> bytes | None:
+    """The multipart boundary (None for a form the rule accepts), else UploadRejected."""
     raw = headers.get(b"content-type", b"")
     content_type, options = parse_options_header(raw)
+    if rule.accepts_forms and content_type in FORM_TYPES:
+        return None
+    field_name = rule.name
     hint = f"send multipart/form-data with the image in file field '{field_name}'"
     if content_type != b"multipart/form-data":
         got = content_type.decode("latin-1") or "none"
@@ -234,7 +260,7 @@ def check_parts(parts: list[_Part], rule: FileField) -> None:
 
 
 class UploadGate:
-    """ASGI middleware: enforce size and shape of uploads on the given POST routes."""
+    """ASGI middleware: enforce size, shape and pace of uploads on the given POST routes."""
 
     def __init__(
         self,
@@ -242,11 +268,13 @@ class UploadGate:
         *,
         routes: dict[str, FileField],
         max_upload_bytes: int,
+        pace: UploadPace | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self.max_upload_bytes = max_upload_bytes
+        self.pace = pace
         self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,23 +286,22 @@ class UploadGate:
         if method != "POST":
             message = f"{scope['path']} takes POST with multipart/form-data, not {method}."
             refusal = {"error": message, "reason": "method_not_allowed"}
-            await JSONResponse(refusal, 405, {"Allow": "POST"})(scope, receive, send)
+            await error_answer(refusal, 405, {"Allow": "POST"})(scope, receive, send)
             return
         try:
-            body = await self._read_checked(scope, receive, rule)
+            boundary = self._check_headers(scope, rule)
         except UploadRejected as rejected:
-            if self.on_reject is not None:
-                self.on_reject(rejected.reason)
-            close = {"Connection": "close"} if rejected.body_unread else None
-            answer = JSONResponse(rejected.body(), rejected.status_code, close)
-            await answer(scope, receive, send)
+            await self._refusal(rejected)(scope, receive, send)
             return
-        except _ClientGone:
-            return
-        try:
-            await self.app(scope, _replay(body, receive), send)
-        finally:
-            body.close()
+        watch = BodyWatch(send)
+        body = _CheckedBody(self, scope, rule, boundary, receive, watch)
+        await watch.run(self.app, scope, body.receive)
+
+    def _refusal(self, rejected: UploadRejected) -> Any:
+        if self.on_reject is not None:
+            self.on_reject(rejected.reason)
+        close = {"Connection": "close"} if rejected.body_unread else None
+        return error_answer(rejected.body(), rejected.status_code, close)
 
     def _too_large(self, size: int | None) -> UploadRejected:
         sent = f"{size:,} bytes" if size is not None else "more bytes"
@@ -287,52 +314,101 @@ class UploadGate:
             body_unread=True,
         )
 
-    async def _read_checked(self, scope: Scope, receive: Receive, rule: FileField) -> BinaryIO:
+    def _too_slow(self, received: int, elapsed: float) -> UploadRejected:
+        assert self.pace is not None
+        return UploadRejected(
+            408,
+            "upload_too_slow",
+            f"The request body arrived too slowly ({received:,} bytes in {elapsed:.0f} s, "
+            f"under the minimum of {self.pace.min_bytes_per_s:,} bytes/s after the first "
+            f"{self.pace.grace_s:g} s; KITCHENWARE_MIN_UPLOAD_BYTES_PER_S): the upload was "
+            "cut off. Retry on a faster connection.",
+            limit=self.pace.min_bytes_per_s,
+            body_unread=True,
+        )
+
+    def _check_headers(self, scope: Scope, rule: FileField) -> bytes | None:
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_upload_bytes:
             raise self._too_large(int(declared))  # refused before the body is read at all
-        boundary = check_content_type(headers, rule.name)
+        boundary = check_content_type(headers, rule)
+        if boundary is not None:  # the renamed parts change the length: BentoML streams it
+            scope["headers"] = [
+                (k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"
+            ]
+        return boundary
 
-        # Closed by the caller after the replay, or below on rejection.
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
-        body = cast(BinaryIO, spool)
-        collector = _PartCollector(boundary, body)
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        received = 0
+
+class _CheckedBody:
+    """The app's receive(): each chunk checked (and its file names replaced) on its way."""
+
+    def __init__(
+        self,
+        gate: UploadGate,
+        scope: Scope,
+        rule: FileField,
+        boundary: bytes | None,
+        receive: Receive,
+        watch: BodyWatch,
+    ) -> None:
+        self.gate, self.scope, self.rule, self.boundary = gate, scope, rule, boundary
+        self._receive, self.watch = receive, watch
+        self.collector = _PartCollector(boundary or b"")
+        callbacks: Any = self.collector.callbacks()
+        self.parser = MultipartParser(boundary, callbacks) if boundary is not None else None
+        self.received = 0
+        self.started = time.monotonic()
+        self.done = False
+
+    async def receive(self) -> Message:
+        if self.done:  # after the body: the server's own messages (a disconnect)
+            return await self._receive()
         try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _ClientGone
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > self.max_upload_bytes:
-                    raise self._too_large(None)
-                try:
-                    parser.write(chunk)
-                except MultipartParseError as exc:
-                    raise _malformed(exc, boundary, started=bool(collector.parts)) from exc
-                if not message.get("more_body", False):
-                    break
+            message = await self._next_message()
+            if message["type"] == "http.disconnect":
+                self.watch.stop(None)  # the client is gone: nobody to answer
+            chunk = message.get("body", b"")
+            self.received += len(chunk)
+            if self.received > self.gate.max_upload_bytes:
+                raise self.gate._too_large(None)
+            more = bool(message.get("more_body", False))
+            if self.parser is not None:
+                chunk = self._parsed(chunk, final=not more)
+        except UploadRejected as rejected:
+            self.watch.stop(self.gate._refusal(rejected))
+        self.done = not more
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def _next_message(self) -> Message:
+        pace = self.gate.pace
+        if pace is None:
+            return await self._receive()
+        wait = pace.deadline(self.started, self.received) - time.monotonic()
+        with anyio.move_on_after(max(wait, 0)):
+            return await self._receive()
+        raise self.gate._too_slow(self.received, time.monotonic() - self.started)
+
+    def _parsed(self, chunk: bytes, *, final: bool) -> bytes:
+        """The chunk as BentoML gets it (file names replaced); the checks once it is whole."""
+        assert self.parser is not None and self.boundary is not None
+        collector = self.collector
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as exc:
+            raise _malformed(exc, self.boundary, started=bool(collector.parts)) from exc
+        if final:
             if not collector.finished:
                 raise UploadRejected(
                     400,
                     "malformed_multipart",
                     "The multipart body ends before its closing boundary (truncated upload?).",
                 )
-            check_parts(collector.parts, rule)
-            scope[UPLOAD_NAMES_SCOPE_KEY] = [p.filename for p in collector.parts]
-        except BaseException:
-            body.close()
-            raise
-        length = str(body.tell()).encode()
-        scope["headers"] = [
-            *((k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"),
-            (b"content-length", length),
-        ]
-        body.seek(0)
-        return body
+            check_parts(collector.parts, self.rule)
+            self.scope[UPLOAD_NAMES_SCOPE_KEY] = [p.filename for p in collector.parts]
+        out = bytes(collector.out)
+        collector.out.clear()
+        return out
 
 
 def _malformed(exc: MultipartParseError, boundary: bytes, *, started: bool) -> UploadRejected:
@@ -345,24 +421,3 @@ def _malformed(exc: MultipartParseError, boundary: bytes, *, started: bool) -> U
     else:
         message = f"The multipart body is malformed: {exc}."
     return UploadRejected(400, "malformed_multipart", message)
-
-
-class _ClientGone(Exception):
-    """The client disconnected while sending its body."""
-
-
-def _replay(body: BinaryIO, receive: Receive) -> Receive:
-    """A receive() that yields the checked body again, then defers to the real one."""
-    done = False
-
-    async def replayed() -> Message:
-        nonlocal done
-        if done:
-            return await receive()
-        chunk = body.read(REPLAY_CHUNK_BYTES)
-        more = len(chunk) == REPLAY_CHUNK_BYTES
-        if not more:
-            done = True
-        return {"type": "http.request", "body": chunk, "more_body": more}
-
-    return replayed

@@ -13,7 +13,8 @@ from kitchenware.serving.overload import AdmissionGate, busy_body
 
 
 class SlowApp:
-    """Holds every request until released; counts what reached it."""
+    """Reads each body as BentoML does, then holds the request until released; counts what
+    reached it."""
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -22,6 +23,8 @@ class SlowApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.reached += 1
         if scope["path"] == "/classify":
+            while (await receive()).get("more_body"):
+                pass
             await self.release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
@@ -71,3 +74,37 @@ def test_busy_bodies_say_to_retry() -> None:
     assert busy_body(503, 3, "x")["reason"] == "busy"
     with pytest.raises(ValueError, match="KITCHENWARE_MAX_IN_FLIGHT"):
         AdmissionGate(SlowApp(), routes=[], max_in_flight=0, retry_after_s=1)
+
+
+def test_a_request_still_uploading_holds_no_slot() -> None:
+    """Slow uploads must not lock out others (issue 18): a slot is taken at body end."""
+
+    async def scenario() -> None:
+        app = SlowApp()
+        gate = AdmissionGate(app, routes=["/classify"], max_in_flight=2, retry_after_s=1)
+        transport = httpx.ASGITransport(app=gate)
+        trickle = asyncio.Event()
+
+        async def endless_upload() -> Any:  # the body never ends until the test says so
+            yield b"x"
+            await trickle.wait()
+
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            uploading = [
+                asyncio.create_task(client.post("/classify", content=endless_upload()))
+                for _ in range(5)
+            ]
+            await asyncio.sleep(0.05)
+            assert gate.in_flight == 0  # five uploads under way, no slot taken
+            held = [asyncio.create_task(client.post("/classify", content=b"x")) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            assert gate.in_flight == 2
+            refused = await asyncio.wait_for(client.post("/classify", content=b"x"), 1.0)
+            assert refused.status_code == 429  # full: prompt, before its body is read
+            trickle.set()  # the uploads complete while the slots are full: 429 then
+            assert [r.status_code for r in await asyncio.gather(*uploading)] == [429] * 5
+            app.release.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            assert gate.in_flight == 0
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import httpx
@@ -13,6 +14,8 @@ import pytest
 from bentoml.exceptions import BentoMLException
 from service_support import CLASS_COLOURS, ServedService, image_bytes, shared_server
 from upload_catalogue import Case, catalogue
+
+from kitchenware.serving.requestid import WELL_FORMED
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +71,85 @@ def test_python_client(server: ServedService, tmp_path: Path) -> None:
     assert [r["label"] for r in batch["results"]] == ["plate", "cup"]
     assert refused.value.error_code == 400
     assert "notes.txt" in str(refused.value)
+    # The id is a field of the schema, so BentoML's client keeps it (issue 17).
+    assert WELL_FORMED.fullmatch(single["request_id"])
+    assert batch["request_id"] != single["request_id"]
+    assert {r["request_id"] for r in batch["results"]} == {batch["request_id"]}
+
+
+def test_stock_clients_classify_then_correct_by_request_id(
+    server: ServedService, tmp_path: Path
+) -> None:
+    """classify -> feedback by id with BentoML's own clients, no multipart by hand."""
+    cup = tmp_path / "cup.png"
+    cup.write_bytes(image_bytes((230, 20, 20)))
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answer = client.classify(image=cup)
+        stored = client.feedback(request_id=answer["request_id"], label="glass", note="side")
+        batch = client.classify_batch(images=[cup, cup])
+        second = client.feedback(request_id=batch["request_id"], index=1, label="spoon")
+
+    async def async_round_trip() -> tuple[dict[str, object], dict[str, object]]:
+        async with bentoml.AsyncHTTPClient(server.url) as client:
+            answer = await client.classify(image=cup)
+            return answer, await client.feedback(request_id=answer["request_id"], label="fork")
+
+    async_answer, async_stored = asyncio.run(async_round_trip())
+    assert stored["prediction_request_id"] == answer["request_id"]
+    assert stored["label"] == "glass" and stored["predicted_label"] == "cup"
+    assert WELL_FORMED.fullmatch(stored["request_id"])
+    assert stored["request_id"] != answer["request_id"]  # the id of the /feedback request
+    assert second["prediction_request_id"] == batch["request_id"] and second["label"] == "spoon"
+    assert async_stored["prediction_request_id"] == async_answer["request_id"]
+    # JSON as curl sends it, and the answer's header and body agree on the id.
+    again = httpx.post(server.url + "/classify", files={"image": ("c.png", cup.read_bytes())})
+    assert again.json()["request_id"] == again.headers["x-request-id"]
+    by_json = httpx.post(
+        server.url + "/feedback", json={"request_id": again.json()["request_id"], "label": "knife"}
+    )
+    assert by_json.status_code == 200, by_json.text
+    assert by_json.json()["request_id"] == by_json.headers["x-request-id"]
+    unknown = httpx.post(server.url + "/feedback", json={"request_id": "nope", "label": "cup"})
+    assert unknown.status_code == 404
+    assert unknown.json()["request_id"] == unknown.headers["x-request-id"]
+
+
+def test_error_bodies_carry_the_request_id_and_success_bodies_are_not_rewritten(
+    server: ServedService,
+) -> None:
+    refused = httpx.post(server.url + "/classify", files={"wrong": ("a.png", b"x")})
+    chosen = httpx.post(
+        server.url + "/classify",
+        files={"image": ("e.png", b"")},
+        headers={"X-Request-ID": "client-chosen-1"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]
+    assert chosen.status_code == 400 and chosen.json()["request_id"] == "client-chosen-1"
+    for document in ("/docs.json", "/schema.json"):
+        assert "request_id" not in httpx.get(server.url + document).json(), document
+
+
+def test_schema_and_docs_describe_the_same_endpoints_and_fields(server: ServedService) -> None:
+    schema = httpx.get(server.url + "/schema.json").json()
+    docs = httpx.get(server.url + "/docs.json").json()
+    for route in schema["routes"]:
+        operation = docs["paths"][route["route"]]["post"]
+        body = operation["requestBody"]["content"]
+        documented = next(iter(body.values()))["schema"]
+        inputs = _resolve(docs, documented)
+        assert set(inputs.get("properties", {})) == set(route["input"]["properties"]), route
+        answer = next(iter(operation["responses"]["200"]["content"].values()))["schema"]
+        outputs = _resolve(docs, answer)
+        assert set(outputs["properties"]) == set(route["output"]["properties"]), route
+        assert "request_id" in outputs["properties"], route["route"]
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI schema with its $ref followed."""
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
 
 
 def test_served_probabilities_equal_in_process_prediction(server: ServedService) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +23,12 @@ from starlette.types import Message, Receive, Scope, Send
 from upload_catalogue import multipart_body
 
 from kitchenware.serving.responses import Upload, decode_failure_response, decode_uploads
-from kitchenware.serving.uploads import (
-    REPLAY_CHUNK_BYTES,
-    SPOOL_IN_MEMORY_BYTES,
-    UPLOAD_NAMES_SCOPE_KEY,
-    FileField,
-    UploadGate,
-)
+from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY, FileField, UploadGate, UploadPace
 
 BOUNDARY = "gateboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
-LIMIT = 4 * SPOOL_IN_MEMORY_BYTES  # large enough to make the gate spool a body to disk
+HEADERS = [(b"host", b"testserver"), (b"content-type", MULTIPART.encode())]
+LIMIT = 4 << 20
 BATCH_LIMIT = 3
 ROUTES = {
     "/classify": FileField("image", max_files=1),
@@ -52,6 +48,8 @@ class Exchange:
     sent: list[Message] = field(default_factory=list)
     app_scope: Scope | None = None  # None: the gate answered without calling the app
     app_body: bytes = b""
+    app_complete: bool = False  # the app got the whole body (a refused one never does)
+    app_chunks_before_end: int = 0  # body chunks the app had while the client still sent
     rejections: list[str] = field(default_factory=list)
     chunks_read: int = 0  # how many body messages the gate (or app) took from the server
 
@@ -76,6 +74,8 @@ async def _recording_app(exchange: Exchange, scope: Scope, receive: Receive, sen
             exchange.app_body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
+            exchange.app_chunks_before_end += 1
+        exchange.app_complete = True
     await JSONResponse({"ok": True})(scope, receive, send)
 
 
@@ -89,6 +89,7 @@ def through_gate(
     chunk: int = 1000,
     disconnect_after: int | None = None,
     scope_type: str = "http",
+    routes: dict[str, FileField] = ROUTES,
 ) -> Exchange:
     exchange = Exchange()
     pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
@@ -125,7 +126,7 @@ def through_gate(
     if scope_type == "lifespan":
         scope = {"type": "lifespan"}
     gate = UploadGate(
-        app, routes=ROUTES, max_upload_bytes=LIMIT, on_reject=exchange.rejections.append
+        app, routes=routes, max_upload_bytes=LIMIT, on_reject=exchange.rejections.append
     )
     asyncio.run(gate(scope, receive, send))
     return exchange
@@ -139,7 +140,8 @@ def batch(
 
 
 def assert_refused(exchange: Exchange, status: int, reason: str, *words: str) -> dict[str, Any]:
-    assert exchange.app_scope is None, "a refused request must not reach the service"
+    assert not exchange.app_complete, "a refused body must never reach the service whole"
+    assert len(exchange.sent) == 2, "only the gate's answer goes back"
     assert exchange.status == status, exchange.json()
     assert exchange.headers["content-type"] == "application/json"
     body = exchange.json()
@@ -176,12 +178,16 @@ def test_an_accepted_batch_reaches_the_app_intact_with_the_client_filenames() ->
     assert exchange.rejections == []
 
 
-def test_a_body_spooled_to_disk_replays_every_byte() -> None:
-    payload = bytes(range(256)) * (3 * SPOOL_IN_MEMORY_BYTES // 256)  # 3 MiB: on disk
+def test_a_large_body_streams_through_every_byte_without_waiting_for_its_end() -> None:
+    payload = bytes(range(256)) * (3 * (1 << 20) // 256)  # 3 MiB
     body = batch(("big.bin", payload))
-    exchange = through_gate(body, chunk=REPLAY_CHUNK_BYTES - 1, declare_length=False)
+    chunk = (1 << 16) - 1
+    exchange = through_gate(body, chunk=chunk, declare_length=False)
     assert exchange.status == 200
     assert parts_of(exchange.app_body) == [("images", payload)]
+    # Passed on chunk by chunk as it arrives (no spool-and-replay): the app held all but
+    # the last chunk before the gate read the last one.
+    assert exchange.app_chunks_before_end == exchange.chunks_read - 1 > 40
 
 
 # --- refused: malformed multipart ---
@@ -275,13 +281,59 @@ def test_every_image_too_large_in_a_streamed_body_stops_at_the_limit() -> None:
     assert exchange.headers["connection"] == "close"
 
 
+# --- refused: too slow ---
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_off_with_a_408() -> None:
+    exchange = Exchange()
+    body = batch(("a.png", PNG))
+
+    async def trickle() -> Message:  # one byte now, then nothing more for a long time
+        exchange.chunks_read += 1
+        if exchange.chunks_read == 1:
+            return {"type": "http.request", "body": body[:1], "more_body": True}
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        exchange.sent.append(message)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await _recording_app(exchange, scope, receive, send)
+
+    gate = UploadGate(
+        app,
+        routes=ROUTES,
+        max_upload_bytes=LIMIT,
+        pace=UploadPace(min_bytes_per_s=1000, grace_s=0.2),
+        on_reject=exchange.rejections.append,
+    )
+    scope = {"type": "http", "path": "/classify_batch", "method": "POST", "headers": HEADERS}
+    started = time.monotonic()
+    asyncio.run(gate(scope, trickle, send))
+    assert time.monotonic() - started < 5
+    refused = assert_refused(
+        exchange, 408, "upload_too_slow", "1,000 bytes/s", "KITCHENWARE_MIN_UPLOAD_BYTES_PER_S"
+    )
+    assert refused["limit"] == 1000 and exchange.headers["connection"] == "close"
+
+
 # --- not the gate's business: passed through or answered plainly ---
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_a_correction_by_id_as_json_or_form_reaches_the_service(content_type: str) -> None:
+    """BentoML's own client sends /feedback without a file as a form; curl users send JSON."""
+    routes = {"/feedback": FileField("image", max_files=1, optional=True, accepts_forms=True)}
+    body = b'{"request_id": "abc", "label": "cup"}'
+    exchange = through_gate(body, path="/feedback", content_type=content_type, routes=routes)
+    assert exchange.status == 200 and exchange.app_body == body
 
 
 def test_a_client_that_disconnects_mid_body_gets_nothing_and_is_not_counted() -> None:
     body = batch(("a.png", PNG), ("b.jpg", JPEG))
     exchange = through_gate(body, chunk=100, disconnect_after=3)
-    assert exchange.sent == [] and exchange.app_scope is None
+    assert exchange.sent == [] and not exchange.app_complete
     assert exchange.rejections == []
     assert exchange.chunks_read == 3
 
@@ -399,4 +451,4 @@ def test_a_text_field_sent_as_json_or_bytes_is_refused_in_a_sentence(content_typ
     """BentoML would decode it as JSON (a number, an object) and answer an off-schema 400."""
     exchange = through_gate(explain_body(content_type), path="/explain")
     assert_refused(exchange, 400, "not_text", "'label'", "one text value")
-    assert exchange.app_scope is None
+    assert not exchange.app_complete
