@@ -58,7 +58,8 @@ class AdmissionGate:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            await self._busy()(scope, receive, send)
+            # The body is left unread: close the connection rather than leave it half-read.
+            await self._busy(close=True)(scope, receive, send)
             return
         watch = BodyWatch(send)
         admitted = False
@@ -80,14 +81,15 @@ class AdmissionGate:
             if admitted:
                 self.in_flight -= 1
 
-    def _busy(self) -> JSONResponse:
+    def _busy(self, *, close: bool = False) -> JSONResponse:
         self.rejected += 1
         BUSY_REJECTIONS.inc()
         detail = (
             f"The server is at capacity ({self.max_in_flight} requests in progress in this worker)."
         )
+        headers = {"Retry-After": str(self.retry_after_s)}
         return error_answer(
             busy_body(429, self.retry_after_s, detail),
             429,
-            {"Retry-After": str(self.retry_after_s)},
+            {**headers, "Connection": "close"} if close else headers,
         )

@@ -75,14 +75,14 @@ def test_slow_uploads_hold_no_slot_and_are_cut_off_with_a_408(tmp_path: Path) ->
             return answers
 
         answers = asyncio.run(ordinary())
+        statuses = [status for status, _ in answers]
+        assert len(statuses) >= 5 and set(statuses) == {200}, statuses
         cut_off = [_answer(connection) for connection in slow]
         elapsed = time.monotonic() - opened
         for connection in slow:
             connection.close()
         log = server.log()
 
-    statuses = [status for status, _ in answers]
-    assert len(statuses) >= 5 and set(statuses) == {200}, statuses
     latencies = sorted(seconds for _, seconds in answers)
     print(
         f"\n{SLOW_CLIENTS} slow uploads open: {len(answers)} ordinary requests, all 200, "
