@@ -58,8 +58,10 @@ class AdmissionGate:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            # The body is left unread: close the connection rather than leave it half-read.
-            await self._busy(close=True)(scope, receive, send)
+            # No Connection: close although the body is unread: closing a socket with unread
+            # bytes resets it and can destroy this very answer at the client (the burst test
+            # saw ReadErrors); uvicorn discards the rest of the body and keeps the connection.
+            await self._busy()(scope, receive, send)
             return
         watch = BodyWatch(send)
         admitted = False
@@ -81,15 +83,14 @@ class AdmissionGate:
             if admitted:
                 self.in_flight -= 1
 
-    def _busy(self, *, close: bool = False) -> JSONResponse:
+    def _busy(self) -> JSONResponse:
         self.rejected += 1
         BUSY_REJECTIONS.inc()
         detail = (
             f"The server is at capacity ({self.max_in_flight} requests in progress in this worker)."
         )
-        headers = {"Retry-After": str(self.retry_after_s)}
         return error_answer(
             busy_body(429, self.retry_after_s, detail),
             429,
-            {**headers, "Connection": "close"} if close else headers,
+            {"Retry-After": str(self.retry_after_s)},
         )

@@ -82,6 +82,7 @@ def test_task_round_trip_then_a_restart_forgets_it(server_env: dict[str, str]) -
         ]
         zipped_names = ["kitchen.zip/k/plate.png", "kitchen.zip/k/fork.png"]
         assert [r["filename"] for r in body["results"]] == [n for n, _ in singles] + zipped_names
+        assert body["request_id"] == answer.headers["x-request-id"]  # the submit's id
 
         # Same schema and numbers as /classify_batch for the same files.
         parts = [("images", (n, d, "image/png")) for n, d in singles]
