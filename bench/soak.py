@@ -121,7 +121,7 @@ def windows(duration_s: float) -> tuple[float, float, float, float]:
 
 
 def growth(samples: list[Sample], win: tuple[float, float, float, float], key: str) -> dict:
-    """Per worker: late-window mean over early-window mean (RSS), or max-max (fds)."""
+    """Per worker: late-window mean over early-window mean (RSS), or late min - early max (fds)."""
     early = [s for s in samples if win[0] <= s.t_s < win[1]]
     late = [s for s in samples if win[2] <= s.t_s <= win[3] + 1]
     result: dict[str, float] = {}
@@ -133,7 +133,9 @@ def growth(samples: list[Sample], win: tuple[float, float, float, float], key: s
         if key == "rss_kb":
             result[label] = round(sum(b) / len(b) / (sum(a) / len(a)) - 1, 4)
         else:
-            result[label] = max(b) - max(a)
+            # A leak stays: the late window's fewest open files exceed the early window's
+            # most. A file open at one sample (a photo being written) is not a leak.
+            result[label] = min(b) - max(a)
     return result
 
 

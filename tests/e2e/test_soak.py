@@ -27,7 +27,13 @@ def test_growth_flags_a_leaking_worker_and_passes_a_steady_one() -> None:
             0,
             5.0,
             {
-                "steady:1": {"pid": 1, "rss_kb": 100_000 + t % 7, "fds": 30, "threads": 5},
+                # one file open at a single late sample (a photo being written): no leak
+                "steady:1": {
+                    "pid": 1,
+                    "rss_kb": 100_000 + t % 7,
+                    "fds": 30 + (t == 50),
+                    "threads": 5,
+                },
                 "leaky:1": {
                     "pid": 2,
                     "rss_kb": 100_000 + 400 * t,
@@ -41,7 +47,7 @@ def test_growth_flags_a_leaking_worker_and_passes_a_steady_one() -> None:
     win = windows(60)
     rss, fds = growth(samples, win, "rss_kb"), growth(samples, win, "fds")
     assert rss["steady:1"] < 0.01 and rss["leaky:1"] > 0.10
-    assert fds["steady:1"] == 0 and fds["leaky:1"] == 36 - 32  # max late - max early
+    assert fds["steady:1"] <= 0 and fds["leaky:1"] == 34 - 32  # min late - max early
     result = SoakResult(60, 8, 120, 120, {"200": 120}, samples, rss, fds, win)
     assert not result.passed
     result.rss_growth, result.fd_growth = {"steady:1": rss["steady:1"]}, {"steady:1": 0}
