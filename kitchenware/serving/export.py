@@ -20,10 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kitchenware.core.preprocessing import IMAGE_SUFFIXES
-from kitchenware.serving.feedback import FeedbackStore
+from kitchenware.serving.feedback import FeedbackStore, open_store
 from kitchenware.serving.settings import get_settings
 
 CSV_NAME, IMAGES_DIR = "train.csv", "images"
+
+
+class ExportError(ValueError):
+    """A problem with the command's inputs, told to the user in one sentence."""
 
 
 @dataclass
@@ -43,9 +47,22 @@ def _file_name(image_id: str) -> str:
     return image_id if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else image_id + ".jpg"
 
 
+def check_dataset_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise ExportError(
+            f"--merge {root}: no such folder (give a dataset folder, or leave --merge out)."
+        )
+
+
 def dataset_rows(root: Path) -> list[Row]:
     """The labelled images of a dataset in the Kaggle layout or one folder per class."""
+    check_dataset_folder(root)
     if (root / CSV_NAME).is_file():
+        if not (root / IMAGES_DIR).is_dir():
+            # The layout train.py reads: a train.csv alone is not a dataset.
+            raise ExportError(
+                f"{root / CSV_NAME} needs its images in {root / IMAGES_DIR}, which does not exist."
+            )
         with (root / CSV_NAME).open(newline="") as handle:
             return [
                 Row(r["Id"], r["label"], root / IMAGES_DIR / _file_name(r["Id"]), "dataset")
@@ -58,7 +75,7 @@ def dataset_rows(root: Path) -> list[Row]:
                 image_id = f"{folder.name}__{path.name}"  # keeps its suffix: used as is
                 rows.append(Row(image_id, folder.name, path, "dataset"))
     if not rows:
-        raise SystemExit(f"{root} has neither a {CSV_NAME} nor class folders with images.")
+        raise ExportError(f"{root} has neither a {CSV_NAME} nor class folders with images.")
     return rows
 
 
@@ -110,7 +127,8 @@ def export(store: FeedbackStore, out: Path, merge: Path | None = None) -> dict[s
         "from_dataset": sum(row.origin == "dataset" for row in rows),
         "relabelled_dataset_photos": relabelled,
         "superseded_corrections": superseded,
-        "missing_photos": len(missing),
+        "corrections_without_photo": sum(row.origin == "feedback" for row in missing),
+        "dataset_rows_without_image": sum(row.origin == "dataset" for row in missing),
     }
 
 
@@ -135,17 +153,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.out / CSV_NAME).exists():
         parser.error(f"{args.out / CSV_NAME} exists already: choose a new folder.")
-    store = FeedbackStore(args.url, args.images_dir)
     try:
-        summary = export(store, args.out, args.merge)
-    finally:
-        store.close()
+        if args.merge is not None:
+            check_dataset_folder(args.merge)  # before the store opens: nothing created by a typo
+        with open_store(args.url, args.images_dir) as store:
+            summary = export(store, args.out, args.merge)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"Exported {summary['rows']} images to {args.out} ({CSV_NAME} + {IMAGES_DIR}/):")
     for key, value in summary.items():
         print(f"  {key.replace('_', ' ')}: {value}")
-    if summary["missing_photos"]:
-        print(f"  ({summary['missing_photos']} corrections had no photo left and were skipped)")
-    print(f"Retrain: python train.py --data {args.out}")
+    if summary["corrections_without_photo"]:
+        print(
+            f"  ({summary['corrections_without_photo']} corrections had no photo left "
+            "and were skipped)"
+        )
+    if summary["dataset_rows_without_image"]:
+        print(
+            f"  ({summary['dataset_rows_without_image']} rows of {args.merge / CSV_NAME} have no "
+            f"image under {args.merge / IMAGES_DIR} and were skipped)"
+        )
+    print(
+        f"Retrain the served model from the store directly: make retrain (see the README); "
+        f"or train a new one: python train.py --data {args.out}"
+    )
     return 0 if summary["rows"] else 1
 
 

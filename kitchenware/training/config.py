@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kitchenware import MODEL_NAME
+from kitchenware import TRAINED_MODEL_NAME
 from kitchenware.core.metadata import KITCHENWARE_CLASSES
 from kitchenware.training.backbones import BACKBONES, DEFAULT_BACKBONE
 
@@ -97,9 +97,10 @@ class TrainConfig(BaseModel):
         description="also write model.keras, metadata.json, metrics and plots into this directory",
     )
     model_name: str = Field(
-        MODEL_NAME,
+        TRAINED_MODEL_NAME,
         pattern=r"^[a-z0-9][a-z0-9_.-]*$",
-        description="name of the model in the BentoML store",
+        description="name of the model in the BentoML store (not the demo's `kitchenware` "
+        "nor the published `kitchenware-xception`, unless asked)",
     )
 
     @model_validator(mode="after")
