@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+HOST ?= 0.0.0.0
 STAMP := $(VENV)/.installed
 
 .PHONY: install lock serve retrain import-model import-demo test test-fast lint typecheck format demo-data demo-model \
@@ -56,7 +57,7 @@ serve: $(STAMP) ## set up everything and serve the real model on port $(PORT) (M
 	$(BIN)/bentoml models get "$$tag" -o json >/dev/null 2>&1 || { \
 	    echo "error: no model $$tag in the BentoML store (bentoml models list shows what is there)." >&2; exit 2; }; \
 	echo "serving $$tag"; \
-	KITCHENWARE_MODEL_TAG="$$tag" $(BIN)/bentoml serve service:Kitchenware --port $(PORT)
+	KITCHENWARE_MODEL_TAG="$$tag" $(BIN)/bentoml serve service:Kitchenware --host $(HOST) --port $(PORT)
 
 retrain: $(STAMP) ## retrain the served model (MODEL tag) from the feedback store's corrections; ARGS="--promote --data DIR"
 	@# MODEL given: that model (real/demo: their exact tags); else the served one (KITCHENWARE_MODEL_TAG).

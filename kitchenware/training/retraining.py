@@ -104,10 +104,10 @@ def _no_none(value: Any) -> Any:
 
 
 def _read_store(options: RetrainOptions) -> tuple[list[Correction], list[Any], str, int]:
-    from kitchenware.serving.feedback import open_store, redacted
+    from kitchenware.serving.feedback import default_url, open_store, redacted
 
-    url = options.feedback_url
-    if url and not store_exists(url):
+    url = options.feedback_url or default_url()  # as the service resolves it
+    if not store_exists(url):
         raise RetrainInputError(f"No feedback store at {redacted(url)}: nothing to retrain from.")
     with open_store(url, options.feedback_images_dir) as store:
         where = store.describe()
@@ -134,14 +134,14 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     """Raises RetrainInputError (one sentence) when there is nothing, or too little, to use."""
     import bentoml
 
+    from kitchenware.core.metadata import read_metadata
+
     clock = _Clock()
     with clock.step("read store"):
         corrections, traffic, where, gone = _read_store(options)
-    with clock.step("load model"):
-        stored = bentoml.models.get(options.model_tag)
-        parent_tag, parent_dir = str(stored.tag), Path(stored.path)
-        warm = load_warm_model(parent_dir)
-    classes = warm.metadata.class_names
+    stored = bentoml.models.get(options.model_tag)
+    parent_tag, parent_dir = str(stored.tag), Path(stored.path)
+    classes = read_metadata(parent_dir).class_names
     unknown = [c for c in corrections if c.label not in classes]
     corrections = [c for c in corrections if c.label in classes]
     print(
@@ -149,9 +149,12 @@ def retrain(options: RetrainOptions) -> RetrainResult:
         + (f"; {len(unknown)} with labels the model does not have were left out" if unknown else "")
         + (f"; {gone} correction(s) whose photo is gone" if gone else "")
     )
+    # Before any heavy work: too few corrections is a refusal, not a slow failure.
     train_c, holdout_c = split_holdout(
         corrections, options.holdout_fraction, options.seed, options.min_holdout
     )
+    with clock.step("load model"):
+        warm = load_warm_model(parent_dir)
     run_dir = options.run_dir or Path("runs") / (
         dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-retrain"
     )

@@ -174,8 +174,14 @@ def fit_head(
         batch_size=batch_size,
         shuffle=True,
         callbacks=[stop],
-        verbose=2,
+        verbose=0,  # hundreds of tiny epochs: one summary line instead
     )
     record = history_dict(history)
     losses = record.get(monitor, [0.0])
-    return HeadFit(len(losses), int(np.argmin(losses)) + 1, record)
+    fitted = HeadFit(len(losses), int(np.argmin(losses)) + 1, record)
+    print(
+        f"Head: {fitted.epochs} epochs on {len(x)} examples, best epoch {fitted.best_epoch} "
+        f"({monitor} {min(losses):.4f}, "
+        f"train accuracy {record['accuracy'][fitted.best_epoch - 1]:.3f})"
+    )
+    return fitted
