@@ -159,14 +159,12 @@ def classify(url: str, photo: bytes) -> dict[str, object]:
 
 
 def send_corrections(url: str, photos: list[tuple[bytes, str]]) -> list[int]:
-    """/classify each photo, then tell /feedback the right label (multipart form)."""
+    """/classify each photo, then tell /feedback the right label (JSON)."""
     ids = []
     for photo, label in photos:
         request_id = classify(url, photo)["request_id"]
         done = httpx.post(
-            f"{url}/feedback",
-            files={"label": (None, label), "request_id": (None, str(request_id))},
-            timeout=30,
+            f"{url}/feedback", json={"label": label, "request_id": request_id}, timeout=30
         )
         assert done.status_code == 200, done.text
         ids.append(int(done.json()["feedback_id"]))
