@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-from PIL import Image
+from support.images import image_bytes
 
 if TYPE_CHECKING:
     from kitchenware.core.pretrained import RealPhotos
@@ -36,25 +34,19 @@ def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_demo_dataset(out, per_class=8, seed=0, size_range=(64, 128), progress=False)
 
 
-def image_bytes(
-    mode: str = "RGB", size: tuple[int, int] = (48, 40), fmt: str = "JPEG", seed: int = 0
-) -> bytes:
-    """Encoded random-noise image; distinct seeds give distinct bytes."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size[1], size[0], 4), dtype=np.uint8)
-    image = Image.fromarray(pixels, "RGBA").convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def write_image() -> ImageWriter:
-    """write_image(path, mode="RGB", size=(48, 40), fmt="JPEG", seed=0) -> path."""
+    """write_image(path, mode="RGB", size=(48, 40), fmt="JPEG", seed=0) -> path (random noise)."""
 
-    def write(path: Path, **kwargs: object) -> Path:
+    def write(
+        path: Path,
+        mode: str = "RGB",
+        size: tuple[int, int] = (48, 40),
+        fmt: str = "JPEG",
+        seed: int = 0,
+    ) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(image_bytes(**kwargs))  # type: ignore[arg-type]
+        path.write_bytes(image_bytes(None, fmt, size, mode, seed))
         return path
 
     return write

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_support import PREDICT, read_rows, run_predict, write_colour_images
-from service_support import REPO, image_bytes
+from support.batch import PREDICT, read_rows, run_predict, write_colour_images
+from support.images import image_bytes
+from support.service import REPO
 
 from kitchenware.batch.cli import main
 
@@ -178,7 +179,7 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_after_a_kill(tmp_path: Path) -> None:
     """SIGKILL mid-run, rerun: every id once, the same labels as an uninterrupted run."""
-    from service_support import build_colour_model
+    from support.service import build_colour_model
 
     # A slow model (same labels): the run takes long enough to be killed in the middle.
     model = build_colour_model(tmp_path / "slow-model", image_size=96, busywork_filters=96)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from batch_support import read_rows, run_predict, write_colour_images
-from service_support import image_bytes
+from support.batch import read_rows, run_predict, write_colour_images
+from support.images import image_bytes
 
 pytest.importorskip("ray.data", reason="the [ray] extra is not installed (pip install -e '.[ray]')")
 

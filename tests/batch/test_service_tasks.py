@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from batch_support import colour_of
-from service_support import image_bytes, import_into_store, serve, store_env
+from support.batch import colour_of
+from support.images import image_bytes
+from support.service import import_into_store, serve, store_env
 
 pytestmark = pytest.mark.slow
 ROUTE = "/classify_batch_async"
@@ -47,7 +48,7 @@ def submit(client: httpx.Client, files: list[tuple[str, bytes]]) -> httpx.Respon
 
 @pytest.fixture(scope="module")
 def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from service_support import build_colour_model
+    from support.service import build_colour_model
 
     base = tmp_path_factory.mktemp("tasks")
     home = base / "bentoml_home"

@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
-from batch_support import colour_of
-from service_support import image_bytes
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
+from support.batch import colour_of
+from support.images import image_bytes
 
 from kitchenware.serving.responses import Upload
 from kitchenware.serving.tasks import (
@@ -102,7 +102,7 @@ def test_a_damaged_zip_is_a_400(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def colour_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from service_support import build_colour_model
+    from support.service import build_colour_model
 
     from kitchenware.core.backends import load_backend
 

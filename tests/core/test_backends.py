@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import (
+from support.images import image_bytes
+from support.service import (
     CLASS_COLOURS,
     CLASS_NAMES,
     build_colour_model,
-    image_bytes,
     import_into_store,
     serve,
     store_env,

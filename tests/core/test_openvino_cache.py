@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import build_colour_model
+from support.service import build_colour_model
 
 from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
 

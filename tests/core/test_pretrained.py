@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from real_model_support import imported_tag, pretrained_cli, real_model_home
-from service_support import build_colour_model, free_port
+from support.real_model import imported_tag, pretrained_cli, real_model_home
+from support.service import build_colour_model, free_port
 
 from kitchenware.core.artifacts import read_manifest
 from kitchenware.core.pretrained import (

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from service_support import CLASS_COLOURS, REPO, build_colour_model, image_bytes
+from support.images import image_bytes
+from support.service import CLASS_COLOURS, REPO, build_colour_model
 
 from kitchenware.core.artifacts import OPENVINO_FP32, OPENVINO_INT8
 from kitchenware.core.conversion import build_runtime_artifacts

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from service_support import BENTOML, REPO, build_colour_model, image_bytes, serve, store_env
+from support.images import image_bytes
+from support.service import BENTOML, REPO, build_colour_model, serve, store_env
 
 TRAINING_ONLY = {"matplotlib", "tqdm"}  # pyproject runtime deps the service never imports
 BENTO_CODE = ("kitchenware/core/", "kitchenware/serving/")  # what the bento may ship

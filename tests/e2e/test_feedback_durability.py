@@ -15,15 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from postgres_support import postgres_server
-from service_support import (
-    REPO,
-    image_bytes,
-    import_into_store,
-    serve,
-    shared_model_dir,
-    store_env,
-)
+from support.images import image_bytes
+from support.postgres import postgres_server
+from support.service import REPO, import_into_store, serve, shared_model_dir, store_env
 
 from kitchenware.localserver import descendants, process_table
 from kitchenware.serving.feedback import FeedbackStore

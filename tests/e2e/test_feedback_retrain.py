@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from service_support import (
+from support.images import image_bytes
+from support.service import (
     REPO,
     free_port,
-    image_bytes,
     import_into_store,
     serve,
     shared_model_dir,

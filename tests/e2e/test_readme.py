@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from real_model_support import real_model_home, shared_real_server
-from service_support import REPO, ServedService, shared_server
+from support.real_model import real_model_home, shared_real_server
+from support.service import REPO, ServedService, shared_server
 
 from kitchenware.core.pretrained import RealPhotos
 from kitchenware.serving.settings import ServiceSettings

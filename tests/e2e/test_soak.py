@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_support import REPO, shared_server
+from support.service import REPO, shared_server
 
 sys.path.insert(0, str(REPO / "bench"))
 from bench_assets import real_photos

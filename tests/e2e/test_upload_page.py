@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import offline_page
-from real_model_support import real_model_home
-from service_support import REPO, ServedService, serve, store_env
+from support.browser import offline_page
+from support.real_model import real_model_home
+from support.service import REPO, ServedService, serve, store_env
 
 from kitchenware.serving.feedback import FeedbackStore
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from service_support import REPO, build_colour_model
+from support.service import REPO, build_colour_model
 
 from kitchenware.core.backends import load_backend
 from kitchenware.serving.explain import (
@@ -98,7 +98,7 @@ def test_hiding_the_hot_region_lowers_the_probability_more(
 
 @pytest.fixture(scope="module")
 def real_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from real_model_support import real_model_home
+    from support.real_model import real_model_home
 
     home, tag = real_model_home(tmp_path_factory.getbasetemp())
     name, version = tag.split(":")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres_support import postgres_server
+from support.postgres import postgres_server
 
 from kitchenware.serving.feedback import FeedbackStore
 

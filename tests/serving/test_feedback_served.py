@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from service_support import (
+from support.images import image_bytes
+from support.service import (
     REPO,
     ServedService,
-    image_bytes,
     import_into_store,
     serve,
     shared_model_dir,

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres_support import postgres_server
-from service_support import CLASS_NAMES, image_bytes
+from support.images import image_bytes
+from support.postgres import postgres_server
+from support.service import CLASS_NAMES
 
 from kitchenware.serving.feedback import FeedbackError, FeedbackStore, validate_label, validate_note
 from kitchenware.serving.predictionlog import prediction_record

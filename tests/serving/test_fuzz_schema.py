@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from service_support import REPO, VENV_BIN, shared_server
+from support.service import REPO, VENV_BIN, shared_server
 
 pytestmark = pytest.mark.slow
 

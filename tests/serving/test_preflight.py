@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_support import BENTOML, REPO, build_colour_model, import_into_store, store_env
+from support.service import BENTOML, REPO, build_colour_model, import_into_store, store_env
 
 from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
 from kitchenware.serving.preflight import ModelUnusable, check_model_dir

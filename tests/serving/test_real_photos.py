@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from real_model_support import shared_real_server
-from service_support import ServedService, serve, store_env
+from support.real_model import shared_real_server
+from support.service import ServedService, serve, store_env
 
 from kitchenware.core.backends import load_backend
 from kitchenware.core.preprocessing import decode_image, preprocess_bytes

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from service_support import CLASS_NAMES, image_bytes
+from support.images import image_bytes
+from support.service import CLASS_NAMES
 
 from kitchenware.serving import recorder as recorder_module
 from kitchenware.serving.feedback import FeedbackError, FeedbackStore

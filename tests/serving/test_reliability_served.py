@@ -19,16 +19,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import (
+from support.images import image_bytes
+from support.service import (
     REPO,
     ServedService,
     build_colour_model,
-    image_bytes,
     import_into_store,
     serve,
     store_env,
 )
-from worker_support import worker_pids
+from support.worker import worker_pids
 
 sys.path.insert(0, str(REPO / "bench"))
 from burst import burst

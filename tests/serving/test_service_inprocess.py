@@ -16,13 +16,8 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
-from service_support import (
-    CLASS_COLOURS,
-    CLASS_NAMES,
-    DEMO_MODEL_TAG,
-    build_colour_model,
-    image_bytes,
-)
+from support.images import image_bytes
+from support.service import CLASS_COLOURS, CLASS_NAMES, DEMO_MODEL_TAG, build_colour_model
 
 if TYPE_CHECKING:
     import bentoml

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import build_colour_model, image_bytes, import_into_store, serve, store_env
+from support.images import image_bytes
+from support.service import build_colour_model, import_into_store, serve, store_env
 
 from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
 

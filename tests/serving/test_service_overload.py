@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import build_colour_model, image_bytes, import_into_store, serve, store_env
+from support.images import image_bytes
+from support.service import build_colour_model, import_into_store, serve, store_env
 
 pytestmark = pytest.mark.slow
 

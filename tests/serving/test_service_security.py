@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import (
+from support.service import (
     REPO,
     ServedService,
     build_colour_model,

@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 from bentoml.exceptions import BentoMLException
-from service_support import CLASS_COLOURS, ServedService, image_bytes, shared_server
-from upload_catalogue import Case, catalogue
+from support.images import image_bytes
+from support.service import CLASS_COLOURS, ServedService, shared_server
+from support.upload_catalogue import Case, catalogue
 
 from kitchenware.serving.requestid import WELL_FORMED
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import image_bytes, import_into_store, serve, shared_model_dir, store_env
+from support.images import image_bytes
+from support.service import import_into_store, serve, shared_model_dir, store_env
 
 pytestmark = pytest.mark.slow
 

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from postgres_support import PostgresCluster, postgres_cluster
-from service_support import (
+from support.images import image_bytes
+from support.postgres import PostgresCluster, postgres_cluster
+from support.service import (
     REPO,
     ServedService,
-    image_bytes,
     import_into_store,
     serve,
     shared_model_dir,
     store_env,
 )
-from worker_support import worker_pids
+from support.worker import worker_pids
 
 from kitchenware.serving.storefaults import STORE_DEADLINE_S
 

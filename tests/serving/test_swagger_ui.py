@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS
-from service_support import ServedService, image_bytes, shared_server
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.images import image_bytes
+from support.service import ServedService, shared_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -88,7 +89,7 @@ def test_the_swagger_page_is_this_services_own_and_offline(
     """Title, version, what it classifies, model and backend, a curl example, links to /ui
     and the README; nothing fetched from outside (the BentoML template has a tag manager,
     badges and Slack links)."""
-    from browser_support import refuse_external
+    from support.browser import refuse_external
 
     from kitchenware import __version__
 

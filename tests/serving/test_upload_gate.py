@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_support import image_bytes
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
-from upload_catalogue import multipart_body
+from support.images import image_bytes
+from support.upload_catalogue import multipart_body
 
 from kitchenware.serving.responses import Upload, decode_failure_response, decode_uploads
 from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY, FileField, UploadGate, UploadPace

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import free_port
+from support.service import free_port
 
 from kitchenware.core.pretrained import RealPhotos, imagenet_xception_weights, photo_batch
 from kitchenware.core.pretrained.imagenet import RECORD_NAME, verify_base_weights

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from service_support import REPO, store_env
+from support.service import REPO, store_env
 
 from kitchenware import MODEL_NAME, PRETRAINED_MODEL_NAME, TRAINED_MODEL_NAME
 from kitchenware.training.cli import build_parser, config_from_args

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service_support import CLASS_COLOURS, REPO, image_bytes
+from support.images import image_bytes
+from support.service import CLASS_COLOURS, REPO
 
 PREDICT = [sys.executable, str(REPO / "predict.py")]
 

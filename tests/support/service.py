@@ -1,4 +1,4 @@
-"""Shared helpers for the service tests: a tiny real Keras model, images, a served instance.
+"""Shared helpers for the service tests: a tiny real Keras model and a served instance.
 
 The model is a real Keras CNN whose weights are set by hand so that its prediction
 depends on the mean colour (red -> cup, green -> glass, ...): tests can then check labels
@@ -8,7 +8,6 @@ and batch order without training anything.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -20,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from kitchenware.core.metadata import KITCHENWARE_CLASSES
 from kitchenware.localserver import free_port, running
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `import service` works whichever way pytest was started
 VENV_BIN = Path(sys.executable).parent
@@ -95,24 +93,6 @@ def build_colour_model(
     )
     export_model(model, metadata, directory)
     return directory
-
-
-def image_bytes(
-    colour: tuple[int, ...] = (220, 30, 30),
-    fmt: str = "PNG",
-    size: tuple[int, int] = (40, 30),
-    mode: str = "RGB",
-    **save_args: object,
-) -> bytes:
-    """An image of one colour with a little noise, encoded in `fmt`."""
-    rng = np.random.default_rng(sum(colour) + size[0])
-    pixels = np.clip(np.array(colour[:3]) + rng.integers(-10, 10, (size[1], size[0], 3)), 0, 255)
-    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **save_args)
-    return buffer.getvalue()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service_support import REPO, ServedService, serve, session_server, store_env
+from support.service import REPO, ServedService, serve, session_server, store_env
 
 _shared: dict[str, object] = {}
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service_support import ServedService
-
 from kitchenware.localserver import descendants, process_table
+from support.service import ServedService
 
 
 def worker_pids(server: ServedService) -> list[int]:

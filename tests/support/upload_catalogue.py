@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from service_support import SHARED_SERVER_SETTINGS, image_bytes
+
+from support.images import image_bytes
+from support.service import SHARED_SERVER_SETTINGS
 
 RED = (220, 30, 30)
 CATALOGUE_LIMITS = {key: int(value) for key, value in SHARED_SERVER_SETTINGS.items()}

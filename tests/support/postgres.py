@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from service_support import free_port
+from support.service import free_port
 
 PG_USER = "postgres"
 
