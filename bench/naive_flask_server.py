@@ -2,7 +2,7 @@
 
 This is what most kitchenware/food classifier projects ship (load a Keras model, decode
 the upload, `model.predict`, return JSON), served by Flask's threaded server. It uses
-kitchenware.core.preprocessing so both servers do the same decoding work; only the serving
+kitchenware.runtime.preprocessing so both servers do the same decoding work; only the serving
 differs. For the benchmark only; not part of the package.
 
     python bench/naive_flask_server.py --model-dir bench/out/model-xception-299 --port 9696
@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask import Flask, jsonify, request
 
-from kitchenware.core.metadata import MODEL_FILENAME, read_metadata
-from kitchenware.core.preprocessing import ImageDecodeError, preprocess_bytes
+from kitchenware.runtime.metadata import MODEL_FILENAME, read_metadata
+from kitchenware.runtime.preprocessing import ImageDecodeError, preprocess_bytes
 
 
 def create_app(model_dir: Path) -> Flask:

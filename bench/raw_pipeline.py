@@ -1,7 +1,7 @@
 """Raw in-process pipeline of one backend: real JPEG bytes -> decode + resize -> predict.
 
 What the service does per image, minus HTTP: `preprocess_bytes` (the shared decode) and the
-backend's `predict_arrays` (kitchenware.core.backends), at several batch sizes. Runs one
+backend's `predict_arrays` (kitchenware.runtime.backends), at several batch sizes. Runs one
 backend per process so TensorFlow never shares a process with OpenVINO. Prints JSON.
 
     python bench/raw_pipeline.py --model-dir DIR --backend openvino-fp32 --photos DIR
@@ -26,8 +26,8 @@ ROUNDS = {1: 36, 8: 6, 16: 4, 32: 3}  # calls per batch size (about 36-100 image
 
 
 def measure(model_dir: Path, backend_name: str, photos: list[bytes], batches: list[int]) -> dict:
-    from kitchenware.core.backends import load_backend
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.backends import load_backend
+    from kitchenware.runtime.preprocessing import preprocess_bytes
 
     started = time.perf_counter()
     backend = load_backend(model_dir, backend_name, allow_failed_gate=True)

@@ -1,7 +1,7 @@
 """The published kitchenware Xception as the served default: the numbers issue 9 asks for.
 
 One run, on a fresh wheel cache and a fresh BentoML store:
-1. download + import time (`python -m kitchenware.core.pretrained import`, fresh cache);
+1. download + import time (`python -m kitchenware.modelbuild.pretrained import`, fresh cache);
 2. cold start of `bentoml serve service:Kitchenware` to /readyz 200 (default settings);
 3. RSS of the server's processes (the model worker is the big one);
 4. accuracy on the 9 labelled photos over HTTP, predictions on the 9 unlabelled;
@@ -64,7 +64,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "kitchenware.core.pretrained",
+            "kitchenware.modelbuild.pretrained",
             "import",
             "--cache",
             str(scratch / "cache"),
@@ -80,9 +80,9 @@ def main() -> int:
     report["fresh_download_and_import_s"] = round(time.perf_counter() - started, 1)
     report["import_output"] = done.stdout.strip().splitlines()[0]
 
-    from kitchenware.core.backends import load_backend
-    from kitchenware.core.preprocessing import preprocess_bytes
-    from kitchenware.core.pretrained import load_photos
+    from kitchenware.modelbuild.pretrained import load_photos
+    from kitchenware.runtime.backends import load_backend
+    from kitchenware.runtime.preprocessing import preprocess_bytes
 
     photos = load_photos(scratch / "photos")
     port = free_port()

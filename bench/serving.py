@@ -65,8 +65,8 @@ def say(message: str) -> None:
 def prepare_model() -> tuple[str, Path, Path]:
     """The real model in the cached store (imported + converted once); tag, dir, photos dir."""
     os.environ["BENTOML_HOME"] = str(HOME)
-    from kitchenware.core.pretrained import import_pretrained, real_photos
-    from kitchenware.core.store import model_dir
+    from kitchenware.modelbuild.pretrained import import_pretrained, real_photos
+    from kitchenware.modelbuild.store import model_dir
 
     result = import_pretrained()
     photos = real_photos()
@@ -315,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"CPU: {describe_cpu(run['machine']['cpu'])}; load {run['machine']['cpu']['loadavg']}")
     say("preparing the real model (first run: import + OpenVINO conversion, minutes)")
     tag, model_dir, photos_dir = prepare_model()
-    from kitchenware.core.artifacts import read_manifest
-    from kitchenware.core.backends import AUTO_ORDER, why_unusable
+    from kitchenware.runtime.artifacts import read_manifest
+    from kitchenware.runtime.backends import AUTO_ORDER, why_unusable
 
     manifest = read_manifest(model_dir)
     run["model"] = tag

@@ -12,7 +12,7 @@ import pytest
 from support.images import image_bytes
 
 if TYPE_CHECKING:
-    from kitchenware.core.pretrained import RealPhotos
+    from kitchenware.modelbuild.pretrained import RealPhotos
 
 # Set before anything imports bentoml: its store location is read at import time.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="kitchenware-test-bentoml-")
@@ -55,6 +55,6 @@ def write_image() -> ImageWriter:
 @pytest.fixture(scope="session")
 def real_photos() -> RealPhotos:
     """The published package's 18 real Kaggle photos (9 labelled), from the cached wheel."""
-    from kitchenware.core.pretrained import real_photos as cached_real_photos
+    from kitchenware.modelbuild.pretrained import real_photos as cached_real_photos
 
     return cached_real_photos()

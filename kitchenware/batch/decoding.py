@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kitchenware.core.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, preprocess_bytes
+from kitchenware.runtime.preprocessing import DEFAULT_MAX_PIXELS, ImageDecodeError, preprocess_bytes
 
 from .inputs import read_error
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
 
 KAGGLE_CSV = "test.csv"
 KAGGLE_IMAGES = "images"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kitchenware.core.backends import Backend
-from kitchenware.core.preprocessing import DEFAULT_MAX_PIXELS
+from kitchenware.runtime.backends import Backend
+from kitchenware.runtime.preprocessing import DEFAULT_MAX_PIXELS
 
 from .decoding import Decoded, decode_files
 from .inputs import Item

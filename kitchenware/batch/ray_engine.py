@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.preprocessing import DEFAULT_MAX_PIXELS
+from kitchenware.runtime.preprocessing import DEFAULT_MAX_PIXELS
 
 from .decoding import decode_file
 from .inputs import Item
@@ -78,7 +78,7 @@ class ModelActor:
     def __init__(self, model: list[Any], backend: str) -> None:
         import ray
 
-        from kitchenware.core.backends import load_backend
+        from kitchenware.runtime.backends import load_backend
 
         files: dict[str, bytes] = ray.get(model[0])  # wrapped in a list: Ray passes it as-is
         self._dir = tempfile.TemporaryDirectory(prefix="kitchenware-ray-model-")
@@ -137,7 +137,7 @@ def run_ray(
     on_failure: FailureSeen,
 ) -> dict[str, str]:
     """Score `items` on Ray; same callbacks as `kitchenware.batch.local.run_local`."""
-    from kitchenware.core.metadata import read_metadata
+    from kitchenware.runtime.metadata import read_metadata
 
     ray = _import_ray()
     started_here = _connect(ray, options.get("address"), options.get("num_cpus"))

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.backends import Backend
-from kitchenware.core.files import file_sha256
-from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME, read_metadata
+from kitchenware.runtime.backends import Backend
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.metadata import METADATA_FILENAME, MODEL_FILENAME, read_metadata
 
 from .inputs import Inputs, Item
 from .local import LocalOptions, run_local
@@ -170,7 +170,7 @@ def score(
             runtime = run_ray(todo, model_dir, options.backend, options.ray, on_batch, on_failure)
         elif todo:
             if backend is None:
-                from kitchenware.core.backends import load_backend
+                from kitchenware.runtime.backends import load_backend
 
                 backend = load_backend(model_dir, options.backend)
                 backend.warm_up()  # trace once, so the rate is the steady one

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
 from kitchenware.serving.feedback import FeedbackStore, open_store
 from kitchenware.serving.settings import get_settings
 

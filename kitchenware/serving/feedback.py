@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from kitchenware.core.preprocessing import ImageDecodeError, open_image
+from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
 from kitchenware.serving.errors import ClientError
 from kitchenware.serving.predictionlog import PredictionRecord, image_facts
 from kitchenware.serving.storefaults import CONNECT_TIMEOUT_S, LOCK_WAIT_S, STATEMENT_TIMEOUT_S

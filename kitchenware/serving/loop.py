@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from kitchenware.core.preprocessing import ImageDecodeError, decode_image, to_model_input
+from kitchenware.runtime.preprocessing import ImageDecodeError, decode_image, to_model_input
 from kitchenware.serving import docspage
 from kitchenware.serving.errors import ClientError
 from kitchenware.serving.explain import (

@@ -50,7 +50,7 @@ RUNTIME_INFO = bentoml.metrics.Gauge(
 )
 
 
-# The start-up check (core/runtime_check): the gate rule run again on this CPU before ready.
+# The start-up check (runtime/startup_check): the gate rule run again on this CPU before ready.
 STARTUP_CHECK = bentoml.metrics.Gauge(
     name="kitchenware_startup_check_passed",
     documentation="1 if the served backend passed the accuracy check on this CPU at start, "

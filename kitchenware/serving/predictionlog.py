@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kitchenware.core.preprocessing import ImageDecodeError, open_image
+from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
 
 
 @dataclass(frozen=True)

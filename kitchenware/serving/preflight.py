@@ -20,14 +20,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kitchenware.core.artifacts import RUNTIMES_FILENAME, read_manifest
-from kitchenware.core.metadata import (
+from kitchenware.runtime.artifacts import RUNTIMES_FILENAME, read_manifest
+from kitchenware.runtime.metadata import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     ModelMetadata,
     read_metadata,
 )
-from kitchenware.core.preprocessing import PREPROCESSING_NAME
+from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
 EXIT_MODEL_UNUSABLE = 2
 

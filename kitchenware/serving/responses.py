@@ -14,8 +14,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from kitchenware.core.metadata import ModelMetadata, read_metadata
-from kitchenware.core.preprocessing import ImageDecodeError, preprocess_bytes
+from kitchenware.runtime.metadata import ModelMetadata, read_metadata
+from kitchenware.runtime.preprocessing import ImageDecodeError, preprocess_bytes
 from kitchenware.serving.errors import error_answer
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
 from kitchenware.serving.preflight import locate_checked

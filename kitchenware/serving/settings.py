@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kitchenware import PRETRAINED_MODEL_NAME
-from kitchenware.core.preprocessing import DEFAULT_MAX_PIXELS
+from kitchenware.runtime.preprocessing import DEFAULT_MAX_PIXELS
 
 
 class ServiceSettings(BaseSettings):
@@ -21,7 +21,7 @@ class ServiceSettings(BaseSettings):
     )
     backend: str = Field(
         "auto",
-        description="Inference backend (kitchenware.core.backends); auto: fastest gated one.",
+        description="Inference backend (kitchenware.runtime.backends); auto: fastest gated one.",
     )
     allow_failed_gate: bool = Field(
         False, description="Serve a named backend even if it failed the accuracy gate (benchmarks)."

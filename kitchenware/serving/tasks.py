@@ -29,7 +29,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.core.preprocessing import ImageDecodeError
+from kitchenware.runtime.preprocessing import ImageDecodeError
 from kitchenware.serving.errors import error_answer
 from kitchenware.serving.metrics import count_rejection
 from kitchenware.serving.responses import (

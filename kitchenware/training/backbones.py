@@ -63,7 +63,11 @@ def _xception_core(size: int, weights: str | None) -> keras.Model:
         if "URL fetch failure" not in str(exc):
             raise
         download_error = _first_line(exc)
-    from kitchenware.core.pretrained import REQUIREMENT, PretrainedError, imagenet_xception_weights
+    from kitchenware.modelbuild.pretrained import (
+        REQUIREMENT,
+        PretrainedError,
+        imagenet_xception_weights,
+    )
 
     try:
         path = imagenet_xception_weights()

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kitchenware import TRAINED_MODEL_NAME
-from kitchenware.core.metadata import KITCHENWARE_CLASSES
+from kitchenware.runtime.metadata import KITCHENWARE_CLASSES
 from kitchenware.training.backbones import BACKBONES, DEFAULT_BACKBONE
 
 ANY_CLASSES = "any"

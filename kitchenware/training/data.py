@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kitchenware.core.files import file_sha256
-from kitchenware.core.preprocessing import IMAGE_SUFFIXES
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
 
 KAGGLE_CSV = "train.csv"
 KAGGLE_IMAGES = "images"

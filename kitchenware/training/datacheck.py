@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kitchenware.core.preprocessing import (
+from kitchenware.runtime.preprocessing import (
     CorruptImageError,
     ImageDecodeError,
     TooManyPixelsError,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kitchenware.core.files import write_json
+from kitchenware.runtime.files import write_json
 
 if TYPE_CHECKING:
     from kitchenware.training.data import Split

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kitchenware.core.inference import traced_call
+from kitchenware.runtime.tensorflow_backend import traced_call
 
 if TYPE_CHECKING:
     import keras

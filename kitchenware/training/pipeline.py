@@ -1,7 +1,7 @@
 """tf.data input pipelines that decode through the shared preprocessing module.
 
 Bytes are read with `tf.io.read_file` and turned into arrays by
-`kitchenware.core.preprocessing.preprocess_bytes`, the exact function the service calls, so
+`kitchenware.runtime.preprocessing.preprocess_bytes`, the exact function the service calls, so
 training and serving see identical pixels. Augmentation is not done here: the model
 applies it as Keras layers, only while training.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kitchenware.core.preprocessing import preprocess_bytes
+from kitchenware.runtime.preprocessing import preprocess_bytes
 from kitchenware.training.data import DataError, Sample
 
 

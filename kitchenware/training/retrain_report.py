@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.files import write_json
+from kitchenware.runtime.files import write_json
 from kitchenware.training.evaluation import classification_metrics, plot_confusion_matrix
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.files import file_sha256
-from kitchenware.core.metadata import MODEL_FILENAME, framework_versions, write_metadata
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.metadata import MODEL_FILENAME, framework_versions, write_metadata
 from kitchenware.training.corrections import (
     Correction,
     RetrainInputError,
@@ -121,7 +121,7 @@ def _read_store(options: RetrainOptions) -> tuple[list[Correction], list[Any], s
 
 
 def _photos(options: RetrainOptions) -> Any:
-    from kitchenware.core.pretrained import PretrainedError, load_photos, real_photos
+    from kitchenware.modelbuild.pretrained import PretrainedError, load_photos, real_photos
 
     try:
         return load_photos(options.photos) if options.photos else real_photos()
@@ -134,7 +134,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     """Raises RetrainInputError (one sentence) when there is nothing, or too little, to use."""
     import bentoml
 
-    from kitchenware.core.metadata import read_metadata
+    from kitchenware.runtime.metadata import read_metadata
 
     clock = _Clock()
     with clock.step("read store"):
@@ -173,7 +173,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     photos = _photos(options)
     labelled = [pid for pid in (photos.ids if photos else []) if pid in photos.labels]
     with clock.step("check cut"):
-        from kitchenware.core.preprocessing import preprocess_bytes
+        from kitchenware.runtime.preprocessing import preprocess_bytes
 
         probe = [c.path for c in corrections[:4]]
         check_cut(
@@ -307,7 +307,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
     report = write_report(comparison, run_dir, header, clock.seconds)
     result = RetrainResult(run_dir, parent_tag, comparison, report, timings=clock.seconds)
     if comparison.passed and options.promote:
-        from kitchenware.core.store import import_model_dir
+        from kitchenware.modelbuild.store import import_model_dir
 
         with clock.step("import"):
             result.promoted_tag, _ = import_model_dir(candidate_dir, name=stored.tag.name)
@@ -371,10 +371,10 @@ def _save_candidate(
 
 
 def _runtime_gate(candidate_dir: Path, parent_dir: Path, photos: Any) -> RuleCheck:
-    """Rule 4: convert and gate the candidate as every import does (core/conversion); each
+    """Rule 4: convert and gate the candidate as every import does (modelbuild/conversion); each
     OpenVINO backend the current model passed must pass for the candidate too."""
-    from kitchenware.core.artifacts import OPENVINO_FP32, read_manifest
-    from kitchenware.core.conversion import photo_artifacts_hook
+    from kitchenware.modelbuild.conversion import photo_artifacts_hook
+    from kitchenware.runtime.artifacts import OPENVINO_FP32, read_manifest
 
     name = "runtime gates pass"
     if photos is None:

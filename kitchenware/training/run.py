@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kitchenware.core.files import write_json
-from kitchenware.core.metadata import (
+from kitchenware.runtime.files import write_json
+from kitchenware.runtime.metadata import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     ModelMetadata,
     framework_versions,
 )
-from kitchenware.core.preprocessing import PREPROCESSING_NAME
+from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 from kitchenware.training.config import TrainConfig
 from kitchenware.training.models import BuiltModel
 
@@ -125,7 +125,7 @@ def _save_outputs(
     built: BuiltModel, metadata: ModelMetadata, config: TrainConfig, run_dir: Path
 ) -> TrainResult:
     """Model dir in the run dir -> BentoML store -> optional export, in that order."""
-    from kitchenware.core.store import export_model, save_model_dir
+    from kitchenware.modelbuild.store import export_model, save_model_dir
 
     model_dir = export_model(built.model, metadata, run_dir / "model")
     tag = save_model_dir(model_dir, name=config.model_name) if config.save_to_store else None

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.files import file_sha256
-from kitchenware.core.inference import traced_call
-from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.metadata import MODEL_FILENAME, ModelMetadata, read_metadata
+from kitchenware.runtime.tensorflow_backend import traced_call
 from kitchenware.training.corrections import RetrainInputError
 from kitchenware.training.fitting import history_dict
 

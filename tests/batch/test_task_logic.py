@@ -104,7 +104,7 @@ def test_a_damaged_zip_is_a_400(tmp_path: Path) -> None:
 def colour_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from support.service import build_colour_model
 
-    from kitchenware.core.backends import load_backend
+    from kitchenware.runtime.backends import load_backend
 
     return load_backend(build_colour_model(tmp_path_factory.mktemp("m") / "colour"), "tensorflow")
 

@@ -17,7 +17,7 @@ from support.images import image_bytes
 from support.service import BENTOML, REPO, build_colour_model, serve, store_env
 
 TRAINING_ONLY = {"matplotlib", "tqdm"}  # pyproject runtime deps the service never imports
-BENTO_CODE = ("kitchenware/core/", "kitchenware/serving/")  # what the bento may ship
+BENTO_CODE = ("kitchenware/runtime/", "kitchenware/serving/")  # what the bento may ship
 BENTO_FILES = {"service.py", "kitchenware/__init__.py", "bentofile.yaml"}  # bentoml adds the last
 
 
@@ -143,7 +143,7 @@ def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
     src = bento / "src"
     shipped = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
     assert "service.py" in shipped and "kitchenware/serving/uploads.py" in shipped
-    assert "kitchenware/core/preprocessing.py" in shipped
+    assert "kitchenware/runtime/preprocessing.py" in shipped
     strays = [f for f in shipped if f not in BENTO_FILES and not f.startswith(BENTO_CODE)]
     assert strays == [], "the bento ships more than the service's code"
     unwanted = [

@@ -12,7 +12,7 @@ import pytest
 from support.real_model import real_model_home, shared_real_server
 from support.service import REPO, ServedService, shared_server
 
-from kitchenware.core.pretrained import RealPhotos
+from kitchenware.modelbuild.pretrained import RealPhotos
 from kitchenware.serving.settings import ServiceSettings
 
 README = (REPO / "README.md").read_text()
@@ -54,8 +54,8 @@ def test_make_targets_named_in_readme_exist() -> None:
 
 def test_curl_answers_shown_are_the_shipped_demo_models_answers_on_examples() -> None:
     """The README's example answers are what saved_model/ says about examples/ (in-process)."""
-    from kitchenware.core.inference import Classifier
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.preprocessing import preprocess_bytes
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     text = section("Classify with curl").split(DEMO_HEADING)[1]
     assert "Answers of the shipped demo model" in text
@@ -76,8 +76,8 @@ def test_curl_answers_shown_for_real_photos_are_the_default_models_answers(
     tmp_path_factory: pytest.TempPathFactory, real_photos: RealPhotos
 ) -> None:
     """The first curl example is a real photo; the answers shown are the real model's."""
-    from kitchenware.core.inference import Classifier
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.preprocessing import preprocess_bytes
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     text = section("Classify with curl").split(DEMO_HEADING)[0]
     assert curl_commands()[0].startswith(f"curl -F image=@{REAL_PHOTOS}")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from support.service import REPO, build_colour_model
 
-from kitchenware.core.backends import load_backend
+from kitchenware.runtime.backends import load_backend
 from kitchenware.serving.explain import (
     GRADCAM,
     OCCLUSION,

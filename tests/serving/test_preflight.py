@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.service import BENTOML, REPO, build_colour_model, import_into_store, store_env
 
-from kitchenware.core.metadata import METADATA_FILENAME, MODEL_FILENAME
+from kitchenware.runtime.metadata import METADATA_FILENAME, MODEL_FILENAME
 from kitchenware.serving.preflight import ModelUnusable, check_model_dir
 
 

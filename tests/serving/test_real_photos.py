@@ -17,9 +17,9 @@ from PIL import Image, ImageOps
 from support.real_model import shared_real_server
 from support.service import ServedService, serve, store_env
 
-from kitchenware.core.backends import load_backend
-from kitchenware.core.preprocessing import decode_image, preprocess_bytes
-from kitchenware.core.pretrained import RealPhotos
+from kitchenware.modelbuild.pretrained import RealPhotos
+from kitchenware.runtime.backends import load_backend
+from kitchenware.runtime.preprocessing import decode_image, preprocess_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -146,8 +146,8 @@ def test_served_probabilities_equal_in_process_probabilities(
 
     `auto` is the default server against the in-process `load_backend` of the same choice;
     `tensorflow` a server with KITCHENWARE_BACKEND=tensorflow against the Keras model in
-    `kitchenware.core.inference.Classifier`."""
-    from kitchenware.core.inference import Classifier
+    `kitchenware.runtime.tensorflow_backend.Classifier`."""
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     home = Path(str(server.extra["bentoml_home"]))
     name, version = str(server.extra["tag"]).split(":")

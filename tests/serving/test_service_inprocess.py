@@ -36,7 +36,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.models import ModelStore
 
-    from kitchenware.core.store import import_model_dir
+    from kitchenware.modelbuild.store import import_model_dir
 
     base = tmp_path_factory.mktemp("inprocess")
     # Point this process's model store at a temp dir, never ~/bentoml.

@@ -15,7 +15,7 @@ import pytest
 from support.images import image_bytes
 from support.service import build_colour_model, import_into_store, serve, store_env
 
-from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
+from kitchenware.modelbuild.conversion import ImageSet, build_runtime_artifacts
 
 pytestmark = pytest.mark.slow
 SIZE = 32

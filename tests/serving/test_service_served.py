@@ -154,8 +154,8 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_served_probabilities_equal_in_process_prediction(server: ServedService) -> None:
-    from kitchenware.core.inference import Classifier
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.preprocessing import preprocess_bytes
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     classifier = Classifier.load(Path(str(server.extra["model_dir"])))
     uploads = [

@@ -20,12 +20,12 @@ _shared: dict[str, object] = {}
 def pretrained_cli(
     *args: str, home: Path, timeout: float = 3600, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m kitchenware.core.pretrained ARGS` against the store in `home`.
+    """`python -m kitchenware.modelbuild.pretrained ARGS` against the store in `home`.
 
     An import (convert, verify, OpenVINO IR + gate) took 15 min at load average 20 here.
     """
     return subprocess.run(
-        [sys.executable, "-m", "kitchenware.core.pretrained", *args],
+        [sys.executable, "-m", "kitchenware.modelbuild.pretrained", *args],
         env=store_env(home, default_model=True, **settings),
         cwd=REPO,
         capture_output=True,

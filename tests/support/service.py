@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kitchenware.core.metadata import KITCHENWARE_CLASSES
 from kitchenware.localserver import free_port, running
+from kitchenware.runtime.metadata import KITCHENWARE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -58,9 +58,9 @@ def build_colour_model(
     """
     import keras
 
-    from kitchenware.core.metadata import ModelMetadata, framework_versions
-    from kitchenware.core.preprocessing import PREPROCESSING_NAME
-    from kitchenware.core.store import export_model
+    from kitchenware.modelbuild.store import export_model
+    from kitchenware.runtime.metadata import ModelMetadata, framework_versions
+    from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -167,7 +167,7 @@ def import_into_store(model_dir: Path, bentoml_home: Path) -> str:
     """Import a model directory into the store at `bentoml_home` (in a subprocess, so the
     store location of this test process is never fixed by accident)."""
     code = (
-        "import sys; from kitchenware.core.store import import_model_dir; "
+        "import sys; from kitchenware.modelbuild.store import import_model_dir; "
         "print(import_model_dir(sys.argv[1])[0])"
     )
     result = subprocess.run(

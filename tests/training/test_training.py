@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.core.metadata import KITCHENWARE_CLASSES
+from kitchenware.runtime.metadata import KITCHENWARE_CLASSES
 from kitchenware.training.config import TrainConfig
 from kitchenware.training.demo.generator import generate_demo_dataset
 
@@ -244,8 +244,8 @@ def test_end_to_end_model_lands_in_the_store_and_loads_back(
         store_home,
         f"""
 import json, numpy as np
-from kitchenware.core.inference import Classifier
-from kitchenware.core.store import model_dir
+from kitchenware.runtime.tensorflow_backend import Classifier
+from kitchenware.modelbuild.store import model_dir
 stored = Classifier.load(model_dir({tag!r}))
 exported = Classifier.load({str(export)!r})
 batch = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kitchenware.core.metadata import KITCHENWARE_CLASSES
+from kitchenware.runtime.metadata import KITCHENWARE_CLASSES
 
 SHAPE_NAMES = KITCHENWARE_CLASSES  # one silhouette per Kaggle label, in this order
 _CANVAS = 320  # objects are drawn at this size, then scaled down (cheap anti-aliasing)

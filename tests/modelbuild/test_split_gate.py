@@ -15,9 +15,9 @@ from types import ModuleType
 from support.images import image_bytes
 from support.service import CLASS_COLOURS, REPO, build_colour_model
 
-from kitchenware.core.artifacts import OPENVINO_FP32, OPENVINO_INT8
-from kitchenware.core.conversion import build_runtime_artifacts
-from kitchenware.core.metadata import read_metadata, write_metadata
+from kitchenware.modelbuild.conversion import build_runtime_artifacts
+from kitchenware.runtime.artifacts import OPENVINO_FP32, OPENVINO_INT8
+from kitchenware.runtime.metadata import read_metadata, write_metadata
 
 SIZE = 32
 SUBSET_OF = {0: "train", 1: "train", 2: "train", 3: "val", 4: "test"}

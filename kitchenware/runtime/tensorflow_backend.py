@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.metadata import (
+from kitchenware.runtime.metadata import (
     MODEL_FILENAME,
     MetadataBacked,
     ModelMetadata,
     read_servable_metadata,
 )
-from kitchenware.core.preprocessing import image_batch
+from kitchenware.runtime.preprocessing import image_batch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of logs
 

@@ -3,9 +3,10 @@
 The service, the benchmarks and batch scoring all load a model through `load_backend`, so
 they run the same code whichever runtime answers:
 
-- `tensorflow`: the Keras model through one traced tf.function (core/inference.Classifier);
+- `tensorflow`: the Keras model through one traced tf.function
+  (runtime/tensorflow_backend.Classifier);
 - `openvino-fp32`, `openvino-bf16`, `openvino-int8`: the OpenVINO IR made at import time
-  (core/conversion), compiled for the CPU (core/openvino_runtime); no TensorFlow import;
+  (modelbuild/conversion), compiled for the CPU (runtime/openvino_backend); no TensorFlow import;
 - `auto` (the default): the fastest artifact that passed the accuracy gate for this model,
   in the order int8, bf16, fp32 (measured here: 3.9x, 2.3-2.9x, 1.2-1.7x TensorFlow),
   falling back to the next one when an artifact is missing, failed its gate or does not
@@ -22,13 +23,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kitchenware.core.artifacts import (
+from kitchenware.runtime.artifacts import (
     OPENVINO_BF16,
     OPENVINO_FP32,
     OPENVINO_INT8,
     read_manifest,
 )
-from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata
+from kitchenware.runtime.metadata import MODEL_FILENAME, ModelMetadata
 
 AUTO = "auto"
 TENSORFLOW = "tensorflow"
@@ -98,7 +99,7 @@ def load_backend(
     """Load the model in `model_dir` with backend `name` (`auto`: the fastest gated one).
 
     Every OpenVINO artifact is checked again on this CPU before it is returned (the import's
-    gate rule on the model's reference slice, core/runtime_check). An explicitly named
+    gate rule on the model's reference slice, runtime/startup_check). An explicitly named
     backend that failed its gate or that check is refused (BackendError with the numbers)
     unless `allow_failed_gate` (for benchmarks); `auto` skips it and takes the next one.
     The returned backend's runtime_info() says what the check found and what was skipped.
@@ -151,7 +152,7 @@ def _load_and_check(model_dir: Path, name: str) -> tuple[Backend, dict[str, str]
 
 def _startup_check(model_dir: Path, backend: Backend) -> tuple[dict[str, str], str | None]:
     """Run the gate rule on this CPU: (runtime-info entries, failure reason or None)."""
-    from kitchenware.core.runtime_check import read_reference_slice, run_check
+    from kitchenware.runtime.startup_check import read_reference_slice, run_check
 
     manifest = read_manifest(model_dir)
     if backend.name == TENSORFLOW or manifest is None or backend.name not in manifest.artifacts:
@@ -207,9 +208,9 @@ class CheckedBackend:
 
 def _load(model_dir: Path, name: str) -> Backend:
     if name == TENSORFLOW:
-        from kitchenware.core.inference import Classifier
+        from kitchenware.runtime.tensorflow_backend import Classifier
 
         return Classifier.load(model_dir)
-    from kitchenware.core.openvino_runtime import OpenVinoClassifier
+    from kitchenware.runtime.openvino_backend import OpenVinoClassifier
 
     return OpenVinoClassifier.load(model_dir, name)

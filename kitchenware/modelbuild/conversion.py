@@ -5,7 +5,7 @@ start. Path: `model.keras` -> `model.export()` (SavedModel) -> `openvino.convert
 -> dynamic batch -> fp32 IR; `nncf.quantize` of that IR on calibration images -> int8 IR.
 NNCF 3.x quantizes OpenVINO models only (its TensorFlow backend is gone).
 
-Calibration and gate images are passed in as arrays (core never imports training): for the
+Calibration and gate images are passed in as arrays (modelbuild never imports training): for the
 published model, random crops of its real photos, from disjoint photos; for a model trained
 here, its training split (calibration) and validation split (gate).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.artifacts import (
+from kitchenware.runtime.artifacts import (
     OPENVINO_BF16,
     OPENVINO_DIR,
     OPENVINO_FP32,
@@ -38,15 +38,15 @@ from kitchenware.core.artifacts import (
     manifest_summary,
     write_manifest,
 )
-from kitchenware.core.metadata import MODEL_FILENAME, read_metadata
-from kitchenware.core.openvino_runtime import (
+from kitchenware.runtime.metadata import MODEL_FILENAME, read_metadata
+from kitchenware.runtime.openvino_backend import (
     compile_ir,
     cpu_description,
     cpu_supports_bf16,
     ir_path,
 )
-from kitchenware.core.preprocessing import decode_image, to_model_input
-from kitchenware.core.runtime_check import slice_indices, write_reference_slice
+from kitchenware.runtime.preprocessing import decode_image, to_model_input
+from kitchenware.runtime.startup_check import slice_indices, write_reference_slice
 
 ALL_OPENVINO = (OPENVINO_FP32, OPENVINO_BF16, OPENVINO_INT8)
 GATE_BATCH = 16
@@ -292,7 +292,7 @@ def _save_ir(ov_model: Any, path: Path) -> None:
 
 def reference_probabilities(model_dir: Path, gate: ImageSet) -> np.ndarray:
     """The Keras fp32 model's output on the gate set: what every artifact is compared with."""
-    from kitchenware.core.inference import Classifier
+    from kitchenware.runtime.tensorflow_backend import Classifier
 
     classifier = Classifier.load(model_dir)
     return _predict_in_batches(classifier.predict_arrays, gate.images)
@@ -404,7 +404,7 @@ def photo_artifacts_hook(
     """An `extra_artifacts` hook for a store entry: OpenVINO IR gated on real photos.
 
     `labels` maps a photo's file stem to its class name (the others are unlabelled). The
-    hook runs inside the new entry (core/pretrained's `store_model_dir`), so the IR and
+    hook runs inside the new entry (modelbuild/pretrained's `store_model_dir`), so the IR and
     runtimes.json ship with it; it returns the gate results for the entry's metadata.
     """
 

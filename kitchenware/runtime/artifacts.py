@@ -7,8 +7,8 @@ A model directory (exported, or an entry in the BentoML store) may hold, next to
     openvino/int8/model.xml + model.bin   NNCF post-training int8 IR
     runtimes.json                         how each was made and what its gate measured
 
-`runtimes.json` is written at import/build time by `kitchenware.core.conversion` and read
-at serving start by `kitchenware.core.backends`; this module needs numpy and pydantic only,
+`runtimes.json` is written at import/build time by `kitchenware.modelbuild.conversion` and read
+at serving start by `kitchenware.runtime.backends`; this module needs numpy and pydantic only,
 so the serving process can read it without TensorFlow or NNCF.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from kitchenware.core.files import write_json
+from kitchenware.runtime.files import write_json
 
 RUNTIMES_FILENAME = "runtimes.json"
 OPENVINO_DIR = "openvino"

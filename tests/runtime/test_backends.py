@@ -26,7 +26,8 @@ from support.service import (
     store_env,
 )
 
-from kitchenware.core.artifacts import (
+from kitchenware.modelbuild.conversion import ImageSet, build_runtime_artifacts
+from kitchenware.runtime.artifacts import (
     OPENVINO_BF16,
     OPENVINO_FP32,
     OPENVINO_INT8,
@@ -35,9 +36,8 @@ from kitchenware.core.artifacts import (
     has_current_manifest,
     read_manifest,
 )
-from kitchenware.core.backends import AUTO, TENSORFLOW, BackendError, load_backend
-from kitchenware.core.conversion import ImageSet, build_runtime_artifacts
-from kitchenware.core.runtime_check import (
+from kitchenware.runtime.backends import AUTO, TENSORFLOW, BackendError, load_backend
+from kitchenware.runtime.startup_check import (
     ENV_MAX_MEAN_ABS_DIFF,
     REFERENCE_SLICE,
     read_reference_slice,
@@ -205,7 +205,7 @@ def test_unknown_or_missing_backends_say_what_to_do(tmp_path: Path) -> None:
 def test_openvino_backend_never_imports_tensorflow(converted: Path) -> None:
     code = (
         "import sys, json, numpy as np\n"
-        "from kitchenware.core.backends import load_backend\n"
+        "from kitchenware.runtime.backends import load_backend\n"
         f"b = load_backend({str(converted)!r}, 'openvino-fp32')\n"
         f"p = b.predict_arrays(np.zeros((2, {SIZE}, {SIZE}, 3), np.float32))\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"

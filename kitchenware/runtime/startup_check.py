@@ -5,7 +5,7 @@ passed where the model was imported says little about the CPU a container lands 
 import keeps a slice of its gate set beside the IR (`openvino/reference_slice.npz`: some
 decisive gate images, every labelled photo, and fp32's probabilities on them); before a
 backend serves, `load_backend` runs it on that slice here and applies the same rule
-(core/artifacts.gate_result). ~41 images at 150 px: a few tenths of a second.
+(runtime/artifacts.gate_result). ~41 images at 150 px: a few tenths of a second.
 
 numpy only (plus the backend handed in): the serving process reads it without TensorFlow.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kitchenware.core.artifacts import OPENVINO_DIR, GateResult, GateRule, gate_result
+from kitchenware.runtime.artifacts import OPENVINO_DIR, GateResult, GateRule, gate_result
 
 REFERENCE_SLICE = f"{OPENVINO_DIR}/reference_slice.npz"
 SLICE_DECISIVE_IMAGES = 32

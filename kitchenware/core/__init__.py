@@ -1,1 +1,0 @@
-"""What training and serving share: preprocessing, metadata, the model store, inference."""

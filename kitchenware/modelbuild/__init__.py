@@ -1,0 +1,1 @@
+"""Making a servable model: OpenVINO conversion (int8, gates), pretrained and store imports."""

@@ -1,0 +1,1 @@
+"""What the bento runs: metadata, preprocessing, the TensorFlow and OpenVINO backends, manifest."""
