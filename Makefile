@@ -8,7 +8,7 @@ HOST ?= 0.0.0.0
 STAMP := $(VENV)/.installed
 
 .PHONY: install lock serve retrain import-model import-demo test test-fast lint typecheck format demo-data demo-model \
-        bento container container-test bench clean
+        bento container container-test bench docs clean
 
 LOCK := requirements.lock
 
@@ -71,6 +71,9 @@ test: $(STAMP) ## lint, type-check and run every test (container suite: KITCHENW
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
+
+docs: $(STAMP) ## regenerate the settings table of docs/operations.md from the settings class
+	$(BIN)/python docs/settings_table.py
 
 test-fast: $(STAMP) ## the quick tests only (no training runs, servers or containers)
 	$(BIN)/python -m pytest tests -m "not slow and not container and not browser"

@@ -88,6 +88,8 @@ class ModelActor:
             (root / name).write_bytes(data)
         self.backend = load_backend(root, backend)
         self.backend.warm_up()
+        # What `auto` resolved to in this actor: the driver reports it, not the name asked for.
+        self.runtime = self.backend.runtime_info().get("backend", backend)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["ok"], bool)
@@ -101,6 +103,7 @@ class ModelActor:
             "ok": ok,
             "reason": batch["reason"],
             "error": batch["error"],
+            "runtime": np.full(len(ok), self.runtime, dtype=object),
         }
 
     def runtime_info(self) -> dict[str, str]:
@@ -180,7 +183,9 @@ def run_ray(
                 num_cpus=cpus_per_actor,
             )
         )
+        runtimes: set[str] = set()
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            runtimes.update(str(r) for r in batch["runtime"])
             ok = np.asarray(batch["ok"], bool)
             ids = [str(i) for i in batch["id"]]
             good = [by_id[i] for i, fine in zip(ids, ok, strict=True) if fine]
@@ -191,7 +196,8 @@ def run_ray(
             ):
                 if not fine:
                     on_failure(Failure(by_id[i], str(reason), str(error)))
-        return {"backend": f"{backend} on ray", "actors": str(actors)}
+        served = ", ".join(sorted(runtimes)) or backend  # no batch: no actor ever loaded
+        return {"backend": f"{served} on ray", "actors": str(actors)}
     finally:
         if started_here:
             ray.shutdown()

@@ -52,12 +52,11 @@ INDEX_HTML = """<!DOCTYPE html>
 </html>
 """
 
-README_SECTIONS = (
+README_SECTIONS = (  # the README's own headings; the details live in docs/*.md, linked from it
     ("Classify with curl", "classify-with-curl"),
-    ("The upload page, feedback and retraining", "the-upload-page-feedback-and-retraining"),
-    ("Heatmaps", "heatmaps-what-the-model-looked-at"),
-    ("Settings", "settings"),
-    ("Health and metrics", "health-and-metrics"),
+    ("Python client", "python-client"),
+    ("Which model answers", "which-model-answers"),
+    ("Documentation", "documentation"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The README is the front door: its commands run as written and its tables match the code."""
+"""The README's commands, run as written against served models (the checks that need no
+server are in tests/repository/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,15 @@ import subprocess
 import sys
 
 import pytest
+from support.docs import README_PATH, code_blocks, section
 from support.real_model import real_model_home, shared_real_server
 from support.service import REPO, ServedService, shared_server
 
 from kitchenware.modelbuild.pretrained import RealPhotos
-from kitchenware.serving.settings import ServiceSettings
 
-README = (REPO / "README.md").read_text()
+README = README_PATH.read_text()
 README_URL = "http://localhost:3000"
 REAL_PHOTOS = "data/real-photos/"  # where `make serve` extracts the published model's photos
-DEMO_HEADING = "### The demo model on synthetic drawings"
-
-
-def section(title: str) -> str:
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
-    assert match, f"README has no '## {title}' section"
-    return match[1]
-
-
-def code_blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S)
 
 
 def curl_commands() -> list[str]:
@@ -40,37 +30,6 @@ def curl_commands() -> list[str]:
     ]
 
 
-def test_quickstart_is_exactly_two_commands() -> None:
-    blocks = code_blocks(section("Quickstart"), "bash")
-    assert len(blocks) == 1
-    assert blocks[0].split("\n")[:-1] == ["make serve", "make test"]
-
-
-def test_make_targets_named_in_readme_exist() -> None:
-    makefile = (REPO / "Makefile").read_text()
-    for target in set(re.findall(r"`make ([a-z-]+)", README)):
-        assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no target {target}"
-
-
-def test_curl_answers_shown_are_the_shipped_demo_models_answers_on_examples() -> None:
-    """The README's example answers are what saved_model/ says about examples/ (in-process)."""
-    from kitchenware.runtime.preprocessing import preprocess_bytes
-    from kitchenware.runtime.tensorflow_backend import Classifier
-
-    text = section("Classify with curl").split(DEMO_HEADING)[1]
-    assert "Answers of the shipped demo model" in text
-    shown = re.findall(r'"label": "(\w+)", "confidence": ([0-9.]+)', text)
-    files = re.findall(r"=@examples/(\S+)", text)
-    assert len(shown) == len(files) == 4  # cup alone, then cup, plate, fork in one batch
-    classifier = Classifier.load(REPO / "saved_model")
-    for file, (label, confidence) in zip(files, shown, strict=True):
-        data = (REPO / "examples" / file).read_bytes()
-        probabilities = classifier.predict_arrays(preprocess_bytes(data, classifier.image_size))
-        best = int(probabilities[0].argmax())
-        assert classifier.class_names[best] == label, file
-        assert float(probabilities[0][best]) == pytest.approx(float(confidence), abs=2e-4), file
-
-
 @pytest.mark.slow
 def test_curl_answers_shown_for_real_photos_are_the_default_models_answers(
     tmp_path_factory: pytest.TempPathFactory, real_photos: RealPhotos
@@ -79,7 +38,7 @@ def test_curl_answers_shown_for_real_photos_are_the_default_models_answers(
     from kitchenware.runtime.preprocessing import preprocess_bytes
     from kitchenware.runtime.tensorflow_backend import Classifier
 
-    text = section("Classify with curl").split(DEMO_HEADING)[0]
+    text = section(README, "Classify with curl").split("### The demo model")[0]
     assert curl_commands()[0].startswith(f"curl -F image=@{REAL_PHOTOS}")
     assert "Answers of the default model, the published Xception" in text
     shown = re.findall(r'"label": "(\w+)", "confidence": ([0-9.]+)', text)
@@ -94,18 +53,6 @@ def test_curl_answers_shown_for_real_photos_are_the_default_models_answers(
         best = int(probabilities[0].argmax())
         assert classifier.class_names[best] == label == real_photos.labels[file[:-4]], file
         assert float(probabilities[0][best]) == pytest.approx(float(confidence), abs=2e-4), file
-
-
-def test_settings_table_lists_every_setting_with_its_default() -> None:
-    rows = re.findall(
-        r"^\| `(KITCHENWARE_[A-Z_]+)` \| `([^`]*)` \| (.*) \|$", section("Settings"), re.M
-    )
-    expected = [
-        (f"KITCHENWARE_{name.upper()}", str(field.default), field.description)
-        for name, field in ServiceSettings.model_fields.items()
-    ]
-    table = "\n".join(f"| `{env}` | `{default}` | {text} |" for env, default, text in expected)
-    assert rows == expected, f"README settings table should read:\n{table}"
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +104,7 @@ def test_readme_python_client_runs_as_written_and_prints_what_it_shows(
 ) -> None:
     """classify -> feedback by id on real photos, against the default model; the printed
     lines are the README's sample answers (the runtime as this CPU's `auto` picked it)."""
-    text = section("Python client")
+    text = section(README, "Python client")
     (snippet,) = code_blocks(text, "python")
     (shown,) = code_blocks(text, "text")
     assert 'Path("data/real-photos")' in snippet and "client.feedback(request_id=" in snippet

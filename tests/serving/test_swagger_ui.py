@@ -108,6 +108,6 @@ def test_the_swagger_page_is_this_services_own_and_offline(
     assert "./ui/" in links and any(str(link).startswith("./ui/readme#") for link in links)
     assert "/ui" not in [p for p in page.locator(".opblock-summary-path").all_inner_texts()]
     assert page.title().startswith("Kitchenware classifier")
-    page.goto(server.url + "/ui/readme#settings", wait_until="networkidle")
-    page.wait_for_selector("#settings", timeout=30_000)
+    page.goto(server.url + "/ui/readme#documentation", wait_until="networkidle")
+    page.wait_for_selector("#documentation", timeout=30_000)
     assert external == [], external
