@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +48,6 @@ class ModelMetadata(BaseModel):
             "image_size": str(self.image_size),
             "classes": str(self.num_classes),
         }
-
-
-def framework_versions() -> dict[str, str]:
-    """Versions of what produced the model; imported lazily so the schema stays cheap."""
-    import bentoml
-    import keras
-    import numpy
-    import PIL
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "bentoml": bentoml.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 def write_metadata(metadata: ModelMetadata, directory: Path) -> Path:

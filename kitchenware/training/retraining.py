@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from kitchenware.modelbuild.versions import framework_versions
 from kitchenware.runtime.files import file_sha256
-from kitchenware.runtime.metadata import MODEL_FILENAME, framework_versions, write_metadata
+from kitchenware.runtime.metadata import MODEL_FILENAME, write_metadata
 from kitchenware.training.corrections import (
     Correction,
     RetrainInputError,

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kitchenware.modelbuild.versions import framework_versions
 from kitchenware.runtime.files import write_json
 from kitchenware.runtime.metadata import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     ModelMetadata,
-    framework_versions,
 )
 from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 from kitchenware.training.config import TrainConfig

@@ -126,7 +126,7 @@ def bento_dir(home: Path, tag: str) -> Path:
 
 
 @pytest.mark.slow
-def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
+def test_a_built_bento_ships_runtime_and_serving_only(imported: Imported) -> None:
     """`bentoml build`, as the README's deploy section runs it, then look inside."""
     env = {**store_env(imported.home), "KITCHENWARE_MODEL_TAG": imported.model_tag}
     built = subprocess.run(
@@ -146,6 +146,7 @@ def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
     assert "kitchenware/runtime/preprocessing.py" in shipped
     strays = [f for f in shipped if f not in BENTO_FILES and not f.startswith(BENTO_CODE)]
     assert strays == [], "the bento ships more than the service's code"
+    assert not [f for f in shipped if "modelbuild" in f], "model-building code in the bento"
     unwanted = [
         f
         for f in shipped
@@ -155,11 +156,13 @@ def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
     ]
     assert unwanted == [], "training code, tests, notebooks or data in the bento"
 
-    # The shipped code alone imports the service: nothing of kitchenware.training loads.
+    # The shipped code alone imports the service: nothing of kitchenware.training or
+    # kitchenware.modelbuild loads, and neither TensorFlow, Keras nor NNCF (the default bento
+    # has none of them installed).
     probe = (
         "import json, sys, service, kitchenware; "
         "print(json.dumps([kitchenware.__file__, sorted(m for m in sys.modules "
-        "if m.startswith('kitchenware'))]))"
+        "if m.split('.')[0] in ('kitchenware', 'tensorflow', 'keras', 'nncf'))]))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], cwd=src, env=env, capture_output=True, text=True
@@ -167,7 +170,9 @@ def test_a_built_bento_ships_core_and_serving_only(imported: Imported) -> None:
     assert loaded.returncode == 0, loaded.stderr
     package_file, modules = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert Path(package_file).is_relative_to(src), "imported the checkout, not the bento"
-    assert modules and not [m for m in modules if m.startswith("kitchenware.training")]
+    assert "kitchenware.serving.uploads" in modules
+    building = ("kitchenware.training", "kitchenware.modelbuild", "tensorflow", "keras", "nncf")
+    assert [m for m in modules if m.startswith(building)] == []
 
     packed = yaml.safe_load((bento / "bento.yaml").read_text())
     assert [m["tag"] for s in packed["services"] for m in s["models"]] == [imported.model_tag]

@@ -59,7 +59,8 @@ def build_colour_model(
     import keras
 
     from kitchenware.modelbuild.store import export_model
-    from kitchenware.runtime.metadata import ModelMetadata, framework_versions
+    from kitchenware.modelbuild.versions import framework_versions
+    from kitchenware.runtime.metadata import ModelMetadata
     from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
     inputs = keras.Input((image_size, image_size, 3))

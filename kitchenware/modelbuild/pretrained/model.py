@@ -161,7 +161,7 @@ def measure_on_photos(probabilities: np.ndarray, photos: RealPhotos) -> dict[str
 
 
 def _metadata(wheel: Path, photos: RealPhotos, measured: dict[str, Any]) -> ModelMetadata:
-    from kitchenware.runtime.metadata import framework_versions
+    from kitchenware.modelbuild.versions import framework_versions
     from kitchenware.runtime.preprocessing import PREPROCESSING_NAME
 
     config = read_member(wheel, CONFIG_MEMBER).decode()
