@@ -2,7 +2,7 @@
 
 One service, one process: the HTTP API (/classify, /classify_batch, Swagger UI, upload
 checks, decoding) and the model run in the same worker. Concurrent requests meet in an
-in-process batcher (kitchenware.serving.batching) and share one model call. The model is
+in-process batcher (kitchenware.serving.inference.batching) and share one model call. The model is
 loaded through kitchenware.runtime.backends (`KITCHENWARE_BACKEND`, default `auto`: the
 fastest runtime that passed the accuracy gate); with an OpenVINO backend this process
 never imports TensorFlow.
@@ -29,18 +29,27 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from kitchenware.runtime.backends import Backend, load_backend
-from kitchenware.serving.auth import ApiKeyGate, startup_line
-from kitchenware.serving.batching import MicroBatcher, QueueFull
-from kitchenware.serving.cors import cors_options
-from kitchenware.serving.docspage import DocsPage
-from kitchenware.serving.errors import with_request_id
-from kitchenware.serving.explain import ExplainResponse
-from kitchenware.serving.loop import EXPLAIN_FIELDS, FEEDBACK_FIELDS, FeedbackAnswer, FeedbackLoop
-from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
-from kitchenware.serving.overload import AdmissionGate
-from kitchenware.serving.preflight import refuse_unusable_model
-from kitchenware.serving.requestid import RequestIdMiddleware, install_log_filter, request_id_of
-from kitchenware.serving.responses import (
+from kitchenware.serving.feedback.explain import ExplainResponse
+from kitchenware.serving.feedback.handlers import (
+    EXPLAIN_FIELDS,
+    FEEDBACK_FIELDS,
+    FeedbackAnswer,
+    FeedbackLoop,
+)
+from kitchenware.serving.http.auth import ApiKeyGate, startup_line
+from kitchenware.serving.http.cors import cors_options
+from kitchenware.serving.http.docspage import DocsPage
+from kitchenware.serving.http.errors import with_request_id
+from kitchenware.serving.http.overload import AdmissionGate
+from kitchenware.serving.http.requestid import (
+    RequestIdMiddleware,
+    install_log_filter,
+    request_id_of,
+)
+from kitchenware.serving.http.server_options import apply_server_options
+from kitchenware.serving.http.uploads import FileField, UploadGate, UploadPace
+from kitchenware.serving.inference.batching import MicroBatcher, QueueFull
+from kitchenware.serving.inference.decoding import (
     BatchClassification,
     Classification,
     ServedModel,
@@ -52,23 +61,23 @@ from kitchenware.serving.responses import (
     locate_model,
     uploads_from,
 )
-from kitchenware.serving.server_options import apply_server_options
-from kitchenware.serving.settings import get_settings
-from kitchenware.serving.tasks import (
+from kitchenware.serving.inference.preflight import refuse_unusable_model
+from kitchenware.serving.inference.tasks import (
     TASK_ROUTE,
     TaskLimits,
     TaskRoutes,
     classify_task,
     task_uploads,
 )
+from kitchenware.serving.metrics import BUSY_REJECTIONS, count_rejection, record_runtime
+from kitchenware.serving.settings import get_settings
 from kitchenware.serving.ui import ui_app
-from kitchenware.serving.uploads import FileField, UploadGate, UploadPace
 
 settings = get_settings()
 # Class-level on the service, so `bentoml build` packs the model into the bento.
 MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
 # An unusable model stops `bentoml serve` here with one sentence (exit 2), before any
-# worker starts and crashes in a restart loop (kitchenware/serving/preflight.py).
+# worker starts and crashes in a restart loop (kitchenware/serving/inference/preflight.py).
 refuse_unusable_model(MODEL_REFERENCE)
 # Keep-alive past uvicorn's 5 s (pooled clients raced it: dropped connections) and a bounded
 # graceful shutdown; BentoML has no config key for either (serving/server_options.py).
@@ -80,7 +89,7 @@ logger = logging.getLogger("kitchenware.service")
 logging.getLogger("kitchenware").setLevel(logging.INFO)
 
 
-# The upload page; `/` stays the Swagger page (kitchenware/serving/docspage.py).
+# The upload page; `/` stays the Swagger page (kitchenware/serving/http/docspage.py).
 @bentoml.asgi_app(ui_app(), path="/ui")
 @bentoml.service(
     name="kitchenware",
@@ -99,7 +108,7 @@ class Kitchenware:
         self.served: ServedModel = locate_model(MODEL_REFERENCE)
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
-        # Prediction log, feedback store, heatmaps (kitchenware/serving/loop.py).
+        # Prediction log, feedback store, heatmaps (kitchenware/serving/feedback/handlers.py).
         install_log_filter()
         self.loop = FeedbackLoop(
             settings, self.served.tag, self.served.metadata.class_names, settings.backend

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
-from kitchenware.serving.feedback import FeedbackStore, open_store
+from kitchenware.serving.feedback.store import FeedbackStore, open_store
 from kitchenware.serving.settings import get_settings
 
 CSV_NAME, IMAGES_DIR = "train.csv", "images"

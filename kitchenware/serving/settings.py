@@ -51,13 +51,13 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(
         2, ge=1, description="Retry-After seconds sent with a 429/503 under overload."
     )
-    # Overload (kitchenware/serving/overload.py): 40 in flight is ~3.3 s of queue per worker
+    # Overload (kitchenware/serving/http/overload.py): 40 in flight is ~3.3 s of queue per worker
     # at the ~12 req/s one worker answered (RESULTS.md, "Reliability"), and lets one worker
     # (the Deployment's) take 32 concurrent clients without a 429 (the container smoke test).
     max_in_flight: int = Field(
         40, ge=1, description="Requests one worker runs at once; the next one gets a 429."
     )
-    # Slow clients (kitchenware/serving/uploads.py): 2 KiB/s is a 3 MB photo in 25 min, far
+    # Slow clients (kitchenware/serving/http/uploads.py): 2 KiB/s is a 3 MB photo in 25 min, far
     # below a poor mobile uplink (~10-50 KiB/s); a slow-loris trickle of bytes is cut off
     # after the grace period with a 408 instead of holding its connection.
     min_upload_bytes_per_s: int = Field(
@@ -71,7 +71,7 @@ class ServiceSettings(BaseSettings):
     graceful_shutdown_s: int = Field(
         20, ge=1, description="On SIGTERM, how long in-flight requests may still run."
     )
-    # The feedback loop (kitchenware/serving/feedback.py, explain.py, predictionlog.py).
+    # The feedback loop (kitchenware/serving/feedback/store.py, explain.py, predictionlog.py).
     feedback_url: str = Field(
         "",
         description="Feedback store: sqlite:///PATH or postgresql://...; empty: "
@@ -103,7 +103,7 @@ class ServiceSettings(BaseSettings):
     )
     explain_grid: int = Field(7, ge=2, le=32, description="Occlusion grid (cells per side).")
 
-    # Security (kitchenware/serving/auth.py, cors.py): both off unless set.
+    # Security (kitchenware/serving/http/auth.py, cors.py): both off unless set.
     api_keys: Annotated[list[str], NoDecode] = Field(
         [],
         description="Comma-separated bearer keys; empty: no key needed (logged loudly).",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from kitchenware.serving.feedback import FeedbackStore, engine_url, predictions, sqlite_path
+from kitchenware.serving.feedback.store import FeedbackStore, engine_url, predictions, sqlite_path
 
 
 class RetrainInputError(ValueError):

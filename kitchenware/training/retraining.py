@@ -105,7 +105,7 @@ def _no_none(value: Any) -> Any:
 
 
 def _read_store(options: RetrainOptions) -> tuple[list[Correction], list[Any], str, int]:
-    from kitchenware.serving.feedback import default_url, open_store, redacted
+    from kitchenware.serving.feedback.store import default_url, open_store, redacted
 
     url = options.feedback_url or default_url()  # as the service resolves it
     if not store_exists(url):

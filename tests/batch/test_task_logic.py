@@ -1,4 +1,4 @@
-"""kitchenware.serving.tasks without a server: zips, limits, chunked decode, the 404 rewrite.
+"""kitchenware.serving.inference.tasks without a server: zips, limits, chunked decode, 404s.
 
 The model is the real colour CNN through load_backend; the middleware is driven as an ASGI
 app with the messages a server would send.
@@ -21,8 +21,9 @@ from starlette.types import Message, Receive, Scope, Send
 from support.batch import colour_of
 from support.images import image_bytes
 
-from kitchenware.serving.responses import Upload
-from kitchenware.serving.tasks import (
+from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
+from kitchenware.serving.inference.decoding import Upload
+from kitchenware.serving.inference.tasks import (
     NAMES_HEADER,
     TaskLimits,
     TaskRejected,
@@ -31,7 +32,6 @@ from kitchenware.serving.tasks import (
     expand_archives,
     task_uploads,
 )
-from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
 
 LIMITS = TaskLimits(max_files=10, max_unzipped_bytes=1 << 20, max_pixels=10**6, chunk_size=2)
 LABELS = ["cup", "glass", "plate", "spoon", "fork", "knife"]

@@ -142,7 +142,7 @@ def test_a_built_bento_ships_runtime_and_serving_only(imported: Imported) -> Non
     bento = bento_dir(imported.home, tag)
     src = bento / "src"
     shipped = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
-    assert "service.py" in shipped and "kitchenware/serving/uploads.py" in shipped
+    assert "service.py" in shipped and "kitchenware/serving/http/uploads.py" in shipped
     assert "kitchenware/runtime/preprocessing.py" in shipped
     strays = [f for f in shipped if f not in BENTO_FILES and not f.startswith(BENTO_CODE)]
     assert strays == [], "the bento ships more than the service's code"

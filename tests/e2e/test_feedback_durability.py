@@ -20,7 +20,7 @@ from support.postgres import postgres_server
 from support.service import REPO, import_into_store, serve, shared_model_dir, store_env
 
 from kitchenware.localserver import descendants, process_table
-from kitchenware.serving.feedback import FeedbackStore
+from kitchenware.serving.feedback.store import FeedbackStore
 
 pytestmark = [pytest.mark.slow]
 SERVICE_DIR = REPO  # service.py of this checkout

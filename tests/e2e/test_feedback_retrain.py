@@ -336,7 +336,7 @@ def test_noise_corrections_are_refused_and_the_served_model_stays(
 def test_too_few_corrections_and_an_empty_store_are_refused(
     tmp_path: Path, demo_served: dict[str, object], real_photos: Any
 ) -> None:
-    from kitchenware.serving.feedback import open_store
+    from kitchenware.serving.feedback.store import open_store
 
     env = dict(demo_served["env"])  # type: ignore[call-overload]
     tag, home = str(demo_served["tag"]), Path(str(demo_served["home"]))

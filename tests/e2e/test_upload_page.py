@@ -14,7 +14,7 @@ from support.browser import offline_page
 from support.real_model import real_model_home
 from support.service import REPO, ServedService, serve, store_env
 
-from kitchenware.serving.feedback import FeedbackStore
+from kitchenware.serving.feedback.store import FeedbackStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SERVICE_DIR = REPO  # service.py of this checkout

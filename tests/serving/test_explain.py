@@ -17,7 +17,7 @@ from PIL import Image
 from support.service import REPO, build_colour_model
 
 from kitchenware.runtime.backends import load_backend
-from kitchenware.serving.explain import (
+from kitchenware.serving.feedback.explain import (
     GRADCAM,
     OCCLUSION,
     ExplainError,

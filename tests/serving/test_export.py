@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from kitchenware.serving.export import main
-from kitchenware.serving.feedback import open_store
+from kitchenware.serving.feedback.store import open_store
 
 
 def _jpeg(colour: tuple[int, int, int]) -> bytes:

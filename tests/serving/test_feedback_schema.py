@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.postgres import postgres_server
 
-from kitchenware.serving.feedback import FeedbackStore
+from kitchenware.serving.feedback.store import FeedbackStore
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -24,7 +24,7 @@ from support.service import (
     store_env,
 )
 
-from kitchenware.serving.feedback import FeedbackStore
+from kitchenware.serving.feedback.store import FeedbackStore
 
 pytestmark = [pytest.mark.slow]
 SERVICE_DIR = REPO  # service.py of this checkout

@@ -14,8 +14,13 @@ from support.images import image_bytes
 from support.postgres import postgres_server
 from support.service import CLASS_NAMES
 
-from kitchenware.serving.feedback import FeedbackError, FeedbackStore, validate_label, validate_note
-from kitchenware.serving.predictionlog import prediction_record
+from kitchenware.serving.feedback.predictionlog import prediction_record
+from kitchenware.serving.feedback.store import (
+    FeedbackError,
+    FeedbackStore,
+    validate_label,
+    validate_note,
+)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +163,7 @@ def test_sqlite_syncs_corrections_fully_predictions_lightly_and_maps_no_shm(
 # might); one connection from before, one opened after, each tries to write.
 IMMUTABLE_FOLDER = """
 import subprocess, sys
-from kitchenware.serving.feedback import FeedbackStore, UnkeptPrediction
+from kitchenware.serving.feedback.store import FeedbackStore, UnkeptPrediction
 folder = sys.argv[1]
 before = FeedbackStore(f"sqlite:///{folder}/feedback.db")
 def write(store, n):

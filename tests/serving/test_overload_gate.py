@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kitchenware.serving.overload import AdmissionGate, busy_body
+from kitchenware.serving.http.overload import AdmissionGate, busy_body
 
 
 class SlowApp:

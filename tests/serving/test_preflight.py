@@ -17,7 +17,7 @@ import pytest
 from support.service import BENTOML, REPO, build_colour_model, import_into_store, store_env
 
 from kitchenware.runtime.metadata import METADATA_FILENAME, MODEL_FILENAME
-from kitchenware.serving.preflight import ModelUnusable, check_model_dir
+from kitchenware.serving.inference.preflight import ModelUnusable, check_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Predictions kept in the background (kitchenware/serving/recorder.py) on a real SQLite
+"""Predictions kept in the background (kitchenware/serving/feedback/recorder.py) on a real SQLite
 store: few transactions for many predictions, a locked store never blocks the caller, what
 could not be kept is named to a later correction (409, not 404), a full queue sheds."""
 
@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from support.images import image_bytes
 from support.service import CLASS_NAMES
 
-from kitchenware.serving import recorder as recorder_module
-from kitchenware.serving.feedback import FeedbackError, FeedbackStore
-from kitchenware.serving.predictionlog import PredictionRecord, prediction_record
-from kitchenware.serving.recorder import PredictionRecorder, QueuedPrediction
-from kitchenware.serving.storefaults import StoreHealth, StoreOpener
+from kitchenware.serving.feedback import recorder as recorder_module
+from kitchenware.serving.feedback.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.feedback.recorder import PredictionRecorder, QueuedPrediction
+from kitchenware.serving.feedback.store import FeedbackError, FeedbackStore
+from kitchenware.serving.feedback.storefaults import StoreHealth, StoreOpener
 
 SCORES = np.array([[0.9, 0.02, 0.02, 0.02, 0.02, 0.02]])
 

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kitchenware.serving.auth import ApiKeyGate, check_keys, key_matches, startup_line
-from kitchenware.serving.cors import check_origins, with_cors
-from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY, FileField, UploadGate
+from kitchenware.serving.http.auth import ApiKeyGate, check_keys, key_matches, startup_line
+from kitchenware.serving.http.cors import check_origins, with_cors
+from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY, FileField, UploadGate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

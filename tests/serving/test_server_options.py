@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from kitchenware.serving.server_options import apply_server_options
+from kitchenware.serving.http.server_options import apply_server_options
 
 
 async def app(scope: object, receive: object, send: object) -> None:  # pragma: no cover

@@ -16,7 +16,7 @@ from support.images import image_bytes
 from support.service import CLASS_COLOURS, ServedService, shared_server
 from support.upload_catalogue import Case, catalogue
 
-from kitchenware.serving.requestid import WELL_FORMED
+from kitchenware.serving.http.requestid import WELL_FORMED
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ from support.service import (
 )
 from support.worker import worker_pids
 
-from kitchenware.serving.storefaults import STORE_DEADLINE_S
+from kitchenware.serving.feedback.storefaults import STORE_DEADLINE_S
 
 pytestmark = [pytest.mark.slow]
 FAST_S = 2.0  # a /classify on the colour model takes ~0.1 s; a blocked one took the fault's

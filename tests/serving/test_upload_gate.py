@@ -22,8 +22,13 @@ from starlette.types import Message, Receive, Scope, Send
 from support.images import image_bytes
 from support.upload_catalogue import multipart_body
 
-from kitchenware.serving.responses import Upload, decode_failure_response, decode_uploads
-from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY, FileField, UploadGate, UploadPace
+from kitchenware.serving.http.uploads import (
+    UPLOAD_NAMES_SCOPE_KEY,
+    FileField,
+    UploadGate,
+    UploadPace,
+)
+from kitchenware.serving.inference.decoding import Upload, decode_failure_response, decode_uploads
 
 BOUNDARY = "gateboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"

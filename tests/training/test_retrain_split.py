@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kitchenware.serving.feedback import open_store
+from kitchenware.serving.feedback.store import open_store
 from kitchenware.training.corrections import (
     Correction,
     RetrainInputError,

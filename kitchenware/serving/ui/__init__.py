@@ -35,7 +35,7 @@ async def readme_text(_: Request) -> Response:
 
 async def runtime_info(_: Request) -> Response:
     """What answers (model tag, classes, backend), for the page's footer line."""
-    from kitchenware.serving.docspage import RUNTIME
+    from kitchenware.serving.http.docspage import RUNTIME
 
     return JSONResponse(RUNTIME)
 

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.errors import BodyWatch, error_answer
+from kitchenware.serving.http.errors import BodyWatch, error_answer
 from kitchenware.serving.metrics import BUSY_REJECTIONS
 
 

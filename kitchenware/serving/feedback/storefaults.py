@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import bentoml
 import sqlalchemy as sa
 
-from kitchenware.serving.errors import ClientError
+from kitchenware.serving.http.errors import ClientError
 
 logger = logging.getLogger("kitchenware.store")
 T = TypeVar("T")

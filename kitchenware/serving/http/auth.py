@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kitchenware.serving.errors import error_answer
+from kitchenware.serving.http.errors import error_answer
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 MIN_KEY_LENGTH = 16

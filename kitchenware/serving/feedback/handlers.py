@@ -23,9 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from kitchenware.runtime.preprocessing import ImageDecodeError, decode_image, to_model_input
-from kitchenware.serving import docspage
-from kitchenware.serving.errors import ClientError
-from kitchenware.serving.explain import (
+from kitchenware.serving.feedback.explain import (
     ExplainError,
     ExplainResponse,
     Explanation,
@@ -35,7 +33,13 @@ from kitchenware.serving.explain import (
     overlay_image,
     png_bytes,
 )
-from kitchenware.serving.feedback import (
+from kitchenware.serving.feedback.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.feedback.recorder import (
+    FLUSH_INTERVAL_S,
+    PredictionRecorder,
+    QueuedPrediction,
+)
+from kitchenware.serving.feedback.store import (
     FeedbackError,
     FeedbackRecord,
     FeedbackStore,
@@ -45,16 +49,16 @@ from kitchenware.serving.feedback import (
     validate_label,
     validate_note,
 )
-from kitchenware.serving.predictionlog import PredictionRecord, prediction_record
-from kitchenware.serving.recorder import FLUSH_INTERVAL_S, PredictionRecorder, QueuedPrediction
-from kitchenware.serving.storefaults import (
+from kitchenware.serving.feedback.storefaults import (
     STORE_DEADLINE_S,
     StoreHealth,
     StoreOpener,
     StoreUnavailable,
     is_store_fault,
 )
-from kitchenware.serving.uploads import FileField
+from kitchenware.serving.http import docspage
+from kitchenware.serving.http.errors import ClientError
+from kitchenware.serving.http.uploads import FileField
 
 logger = logging.getLogger("kitchenware.loop")
 

@@ -39,9 +39,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
-from kitchenware.serving.errors import ClientError
-from kitchenware.serving.predictionlog import PredictionRecord, image_facts
-from kitchenware.serving.storefaults import CONNECT_TIMEOUT_S, LOCK_WAIT_S, STATEMENT_TIMEOUT_S
+from kitchenware.serving.feedback.predictionlog import PredictionRecord, image_facts
+from kitchenware.serving.feedback.storefaults import (
+    CONNECT_TIMEOUT_S,
+    LOCK_WAIT_S,
+    STATEMENT_TIMEOUT_S,
+)
+from kitchenware.serving.http.errors import ClientError
 
 logger = logging.getLogger("kitchenware.feedback")
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import bentoml
 import numpy as np
 
-from kitchenware.serving.feedback import FeedbackStore, UnkeptPrediction
-from kitchenware.serving.predictionlog import PredictionRecord, log_predictions
-from kitchenware.serving.storefaults import StoreHealth, StoreOpener, StoreUnavailable
+from kitchenware.serving.feedback.predictionlog import PredictionRecord, log_predictions
+from kitchenware.serving.feedback.store import FeedbackStore, UnkeptPrediction
+from kitchenware.serving.feedback.storefaults import StoreHealth, StoreOpener, StoreUnavailable
 
 logger = logging.getLogger("kitchenware.recorder")
 

@@ -33,7 +33,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.errors import BodyWatch, ClientError, error_answer
+from kitchenware.serving.http.errors import BodyWatch, ClientError, error_answer
 
 UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
 FORM_TYPES = (b"application/json", b"application/x-www-form-urlencoded")

@@ -30,16 +30,16 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kitchenware.runtime.preprocessing import ImageDecodeError
-from kitchenware.serving.errors import error_answer
-from kitchenware.serving.metrics import count_rejection
-from kitchenware.serving.responses import (
+from kitchenware.serving.http.errors import error_answer
+from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
+from kitchenware.serving.inference.decoding import (
     DecodeFailure,
     Upload,
     decode_failure_response,
     decode_upload,
     uploads_from,
 )
-from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
+from kitchenware.serving.metrics import count_rejection
 
 TASK_ROUTE = "/classify_batch_async"
 FIELD = "images"

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.requestid import BODY_KEY, current_request_id
+from kitchenware.serving.http.requestid import BODY_KEY, current_request_id
 
 
 class ClientError(Exception):

@@ -4,7 +4,7 @@
 puts it in a contextvar (`current_request_id()`) and the ASGI scope, and adds the header to
 every response. It never touches a body: the endpoints fill the `request_id` field of their
 output schemas (so BentoML's own client sees it) and error bodies get it where they are built
-(kitchenware/serving/errors.py). `RequestIdLogFilter` appends the id to every log line
+(kitchenware/serving/http/errors.py). `RequestIdLogFilter` appends the id to every log line
 written while the request is handled.
 """
 

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse
 
 from kitchenware.runtime.metadata import ModelMetadata, read_metadata
 from kitchenware.runtime.preprocessing import ImageDecodeError, preprocess_bytes
-from kitchenware.serving.errors import error_answer
+from kitchenware.serving.http.errors import error_answer
+from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
+from kitchenware.serving.inference.preflight import locate_checked
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
-from kitchenware.serving.preflight import locate_checked
-from kitchenware.serving.uploads import UPLOAD_NAMES_SCOPE_KEY
 
 
 class LabelScore(BaseModel):

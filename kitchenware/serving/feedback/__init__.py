@@ -1,0 +1,1 @@
+"""The feedback loop: prediction recording, the corrections store and its faults, heatmaps."""

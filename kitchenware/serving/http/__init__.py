@@ -1,0 +1,1 @@
+"""The HTTP edge: the upload, auth, CORS, request-id and admission gates; error bodies; docs."""

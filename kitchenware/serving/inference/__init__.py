@@ -1,0 +1,1 @@
+"""The inference pipeline: model lookup, decoding uploads, the batcher, async tasks."""
