@@ -32,8 +32,11 @@ from kitchenware.serving.inference.tasks import (
     expand_archives,
     task_uploads,
 )
+from kitchenware.serving.routes import routes, task_paths
+from kitchenware.serving.settings import ServiceSettings
 
 LIMITS = TaskLimits(max_files=10, max_unzipped_bytes=1 << 20, max_pixels=10**6, chunk_size=2)
+TASK_PATHS = task_paths(routes(ServiceSettings()))  # not get_settings(): it caches at collection
 LABELS = ["cup", "glass", "plate", "spoon", "fork", "knife"]
 
 
@@ -192,7 +195,7 @@ def test_unknown_task_id_gets_a_404_that_says_why() -> None:
     async def bentoml_404(scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({"error": "task_id not found"}, status_code=404)(scope, receive, send)
 
-    app = TaskRoutes(bentoml_404)
+    app = TaskRoutes(bentoml_404, routes=TASK_PATHS)
     for route in ("status", "get", "retry"):
         sent = asyncio.run(_drive(app, _scope(f"/classify_batch_async/{route}", b"task_id=abc")))
         assert sent[0]["status"] == 404
@@ -205,7 +208,9 @@ def test_unknown_task_id_gets_a_404_that_says_why() -> None:
     async def found(scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({"status": "completed"})(scope, receive, send)
 
-    sent = asyncio.run(_drive(TaskRoutes(found), _scope("/classify_batch_async/status")))
+    sent = asyncio.run(
+        _drive(TaskRoutes(found, routes=TASK_PATHS), _scope("/classify_batch_async/status"))
+    )
     assert sent[0]["status"] == 200
 
 
@@ -220,7 +225,7 @@ def test_submit_carries_the_client_names_in_a_header() -> None:
         "/classify_batch_async/submit", method="POST", headers=[(NAMES_HEADER.encode(), b'["x"]')]
     )
     scope[UPLOAD_NAMES_SCOPE_KEY] = ["café.jpg", "b.zip"]
-    asyncio.run(_drive(TaskRoutes(app), scope))
+    asyncio.run(_drive(TaskRoutes(app, routes=TASK_PATHS), scope))
     assert json.loads(seen[NAMES_HEADER.encode()]) == [
         "café.jpg",
         "b.zip",

@@ -56,21 +56,10 @@ from kitchenware.serving.feedback.storefaults import (
     StoreUnavailable,
     is_store_fault,
 )
-from kitchenware.serving.http import docspage
 from kitchenware.serving.http.errors import ClientError
-from kitchenware.serving.http.uploads import FileField
 
 logger = logging.getLogger("kitchenware.loop")
 
-# The upload gate's rules for the loop's routes (same byte, pixel and format limits).
-FEEDBACK_FIELDS = FileField(
-    "image",
-    max_files=1,
-    text_fields=("label", "request_id", "index", "note"),
-    optional=True,
-    accepts_forms=True,  # a correction by request id: JSON or a form, no file
-)
-EXPLAIN_FIELDS = FileField("image", max_files=1, text_fields=("label", "method"))
 # A correction by id may race its prediction's background write (this worker's or
 # another's, or another's note of a prediction not kept): before a 404, look again.
 UNKNOWN_ID_GRACE_S = 2.0  # > RETRY_S + a write: another worker's notes land
@@ -126,12 +115,16 @@ class FeedbackLoop:
             self.store, self.describe, settings.prediction_log, self.health
         )
         self.store_threads = anyio.CapacityLimiter(STORE_THREADS)
-        docspage.RUNTIME.update(model=model_tag, classes=self.class_names, backend=backend)
+
+    def close(self) -> None:
+        """At shutdown: write the predictions still queued, then close the store."""
+        self.recorder.close()
+        if self.store.store is not None:
+            self.store.store.close()
 
     def set_backend(self, backend: str) -> None:
         """Once the model has loaded: the backend that answers (auto resolves then)."""
         self.backend = backend
-        docspage.RUNTIME["backend"] = backend
 
     # -- /classify ------------------------------------------------------------------------
 

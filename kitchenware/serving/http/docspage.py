@@ -20,9 +20,6 @@ from kitchenware import __version__
 
 TITLE = "Kitchenware classifier"
 
-# Filled in by the service once it knows them (model tag, classes, backend).
-RUNTIME: dict[str, Any] = {}
-
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -89,9 +86,10 @@ README: {links}
 class DocsPage:
     """ASGI middleware: this project's Swagger page at / and `info` in /docs.json."""
 
-    def __init__(self, app: ASGIApp, runtime: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, runtime: Callable[[], dict[str, Any]]) -> None:
+        """`runtime()`: what answers now (model tag, classes, backend), shown in the page."""
         self.app = app
-        self.runtime = runtime or (lambda: RUNTIME)
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else None

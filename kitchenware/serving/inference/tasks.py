@@ -17,7 +17,7 @@ import json
 import tempfile
 import time
 import zipfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,7 +41,6 @@ from kitchenware.serving.inference.decoding import (
 )
 from kitchenware.serving.metrics import count_rejection
 
-TASK_ROUTE = "/classify_batch_async"
 FIELD = "images"
 NAMES_HEADER = "x-kitchenware-upload-names"  # survives BentoML's stored copy of the request
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -248,11 +247,12 @@ class TaskRoutes:
     - status/get/retry: BentoML's bare 404 for an unknown id becomes a sentence saying why.
     """
 
-    def __init__(self, app: ASGIApp, *, route: str = TASK_ROUTE) -> None:
+    def __init__(self, app: ASGIApp, *, routes: Iterable[str]) -> None:
+        """`routes`: the task's POST paths (the call and its submit) from the routes table."""
         self.app = app
-        self.submit = f"{route}/submit"
+        self.routes = frozenset(routes)
+        route = min(self.routes, key=len)  # the task's own path; the others extend it
         self.lookups = {f"{route}/{name}" for name in ("status", "get", "retry")}
-        self.routes = {route, self.submit}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""

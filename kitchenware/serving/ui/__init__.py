@@ -1,13 +1,15 @@
 """The upload page at /ui: static HTML + JS + CSS from this folder, no build step, no CDN.
 
-Mounted beside the API with `@bentoml.asgi_app(ui_app(), path="/ui")`. `/ui` redirects to
+Mounted beside the API with `@bentoml.asgi_app(ui_app(facts), path="/ui")`. `/ui` redirects to
 `/ui/` so the page's relative links resolve; `/ui/readme` renders the project README
 (with BentoML's bundled marked.js, no network), the target of the Swagger page's links.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,13 +35,6 @@ async def readme_text(_: Request) -> Response:
     return PlainTextResponse(README.read_text(encoding="utf-8"), media_type="text/markdown")
 
 
-async def runtime_info(_: Request) -> Response:
-    """What answers (model tag, classes, backend), for the page's footer line."""
-    from kitchenware.serving.http.docspage import RUNTIME
-
-    return JSONResponse(RUNTIME)
-
-
 class _SlashRedirect:
     """`/ui` -> `/ui/`, so that `ui.js` and `../classify` resolve from the page."""
 
@@ -56,7 +51,13 @@ class _SlashRedirect:
         await self.app(scope, receive, send)
 
 
-def ui_app() -> _SlashRedirect:
+def ui_app(runtime: Callable[[], dict[str, Any]]) -> _SlashRedirect:
+    """The page app; `runtime()` says what answers (model tag, classes, backend)."""
+
+    async def runtime_info(_: Request) -> Response:
+        """For the page's footer line."""
+        return JSONResponse(runtime())
+
     app = Starlette(
         routes=[
             Route("/README.md", readme_text),

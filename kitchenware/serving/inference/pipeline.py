@@ -1,0 +1,206 @@
+"""The classify pipeline: model loading and readiness, then decode -> batcher -> answers.
+
+service.py's endpoints are one call into `Pipeline` each. The model loads in a thread:
+BentoML starts answering HTTP only after the service's __init__ returns, and a /readyz
+probe must get a prompt 503 while the model loads, not hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import numpy as np
+from starlette.responses import JSONResponse
+
+from kitchenware.runtime.backends import Backend, load_backend
+from kitchenware.serving.http.requestid import request_id_of
+from kitchenware.serving.inference.batching import MicroBatcher, QueueFull
+from kitchenware.serving.inference.decoding import (
+    BatchClassification,
+    Classification,
+    Upload,
+    busy_response,
+    classification,
+    decode_failure_response,
+    decode_uploads,
+    locate_model,
+    uploads_from,
+)
+from kitchenware.serving.inference.tasks import TaskLimits, classify_task, task_uploads
+from kitchenware.serving.metrics import BUSY_REJECTIONS, record_runtime
+from kitchenware.serving.settings import ServiceSettings
+
+logger = logging.getLogger("kitchenware.service")
+
+# (request id, uploaded files, probabilities, milliseconds): the prediction recorder's hook.
+Record = Callable[[str | None, list[Path], np.ndarray, float], Awaitable[None]]
+
+
+class ServedFacts:
+    """What answers (model tag, classes, backend), for the docs page and the upload page.
+
+    One object per service, handed to the pages that show it; the backend is filled in
+    once the model has loaded (`auto` resolves then).
+    """
+
+    def __init__(self) -> None:
+        self.facts: dict[str, Any] = {}
+
+    def update(self, **facts: Any) -> None:
+        self.facts.update(facts)
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.facts)
+
+
+class Pipeline:
+    """One served model: loaded in the background, classifying uploads through one batcher."""
+
+    def __init__(self, settings: ServiceSettings, reference: Any, facts: ServedFacts) -> None:
+        self.settings = settings
+        self.served = locate_model(reference)
+        self.facts = facts
+        facts.update(
+            model=self.served.tag,
+            classes=list(self.served.metadata.class_names),
+            backend=settings.backend,
+        )
+        # A few decode threads: each may hold a large decoded image, and there are few cores.
+        self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+        self.loaded = threading.Event()
+        self.load_error: BaseException | None = None
+
+    def start_loading(self, on_loaded: Callable[[str], None]) -> None:
+        """Load and warm up the model in a thread; `on_loaded(backend name)` once ready."""
+        threading.Thread(
+            target=self._load, args=(on_loaded,), name="kitchenware-model-load", daemon=True
+        ).start()
+
+    def _load(self, on_loaded: Callable[[str], None]) -> None:
+        settings = self.settings
+        try:
+            backend = load_backend(
+                self.served.path, settings.backend, allow_failed_gate=settings.allow_failed_gate
+            )
+            backend.warm_up()  # the server turns ready only after this
+        except BaseException as exc:
+            self.load_error = exc
+            logger.exception("loading %s failed", self.served.tag)
+            raise
+        self.backend: Backend = backend
+        self.runtime = backend.runtime_info()
+        on_loaded(backend.name)
+        self.facts.update(backend=backend.name)
+        record_runtime(self.runtime, self.served.tag)
+        logger.info(
+            "serving %s with backend %s (%s)",
+            self.served.tag,
+            backend.name,
+            ", ".join(f"{k}={v}" for k, v in self.runtime.items() if k != "backend"),
+        )
+        self.batcher = MicroBatcher(
+            backend.predict_arrays,
+            max_batch_size=settings.max_batch_size,
+            max_latency_ms=settings.max_latency_ms,
+        )
+        self.loaded.set()
+
+    def not_loaded(self) -> JSONResponse | None:
+        """The 503 for a request that needs the loaded model before it has loaded."""
+        if self.loaded.is_set():
+            return None
+        return busy_response(self.settings.retry_after_s, "The model is loading.")
+
+    async def classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
+        """Probabilities for uint8 (n, size, size, 3) arrays, or a 503 when the queue is full."""
+        settings = self.settings
+        if not self.loaded.is_set():  # a request during start-up waits for the model
+            await anyio.to_thread.run_sync(self.loaded.wait, float(settings.timeout_s))
+        if not self.loaded.is_set():
+            state = "failed to load; see the server log" if self.load_error else "still loading"
+            return busy_response(settings.retry_after_s, f"The model is {state}. Retry later.")
+        try:
+            return await self.batcher.submit(batch.astype(np.float32))
+        except QueueFull:
+            BUSY_REJECTIONS.inc()
+            return busy_response(settings.retry_after_s)
+
+    async def classify(
+        self, paths: list[Path], field: str, scope: Any, record: Record, *, indexed: bool
+    ) -> list[Classification] | JSONResponse:
+        """Decode the uploads, classify them in one batcher call, record, answer."""
+        started = time.perf_counter()
+        uploads = uploads_from(paths, scope)
+        meta = self.served.metadata
+        batch, failures = await anyio.to_thread.run_sync(
+            lambda: decode_uploads(
+                uploads, field, meta.image_size, self.settings.max_image_pixels, indexed=indexed
+            ),
+            limiter=self.decode_limiter,
+        )
+        if failures:
+            return decode_failure_response(failures)
+        probabilities = await self.classify_arrays(batch)
+        if isinstance(probabilities, JSONResponse):
+            return probabilities
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        request_id = request_id_of(scope)
+        await record(request_id, paths, probabilities, elapsed_ms)
+        return self.results(probabilities, uploads, request_id)
+
+    async def classify_task(
+        self, paths: list[Path], request: Any
+    ) -> BatchClassification | JSONResponse:
+        """A big batch (photos and zips of photos), decoded and classified chunk by chunk."""
+        settings = self.settings
+        limits = TaskLimits(
+            max_files=settings.max_task_files,
+            max_unzipped_bytes=settings.max_task_unzipped_bytes,
+            max_pixels=settings.max_image_pixels,
+            chunk_size=settings.max_batch_size,
+        )
+        done = await classify_task(
+            task_uploads(paths, request),
+            limits,
+            self.served.metadata.image_size,
+            self.classify_arrays,
+            self.decode_limiter,
+        )
+        if isinstance(done, JSONResponse):
+            return done
+        uploads, probabilities = done
+        request_id = request_id_of(getattr(request, "scope", None))
+        return self.batch(self.results(probabilities, uploads, request_id), request_id)
+
+    def results(
+        self, probabilities: np.ndarray, uploads: list[Upload], request_id: str | None
+    ) -> list[Classification]:
+        return [
+            classification(
+                row,
+                self.served.metadata,
+                self.served.tag,
+                self.settings.top_k,
+                upload.filename,
+                self.backend.name,
+                request_id,
+            )
+            for row, upload in zip(probabilities, uploads, strict=True)
+        ]
+
+    def batch(self, results: list[Classification], request_id: str | None) -> BatchClassification:
+        return BatchClassification(
+            model=self.served.tag,
+            runtime=self.backend.name,
+            count=len(results),
+            results=results,
+            request_id=request_id,
+        )
