@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 
 PROBE_TIMEOUT_S = 8.0  # a readiness probe slower than this counts as hung
 STOP_GRACE_S = 20.0
@@ -29,20 +30,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, user + system CPU ticks) for every live process (Linux /proc)."""
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, user + system CPU seconds) for every live process."""
     table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process exited while we looked
-            continue
-        # After the ")" of the command name: state, ppid, ...; utime and stime are 11, 12.
-        table[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    for process in psutil.process_iter(["ppid", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if times is not None:  # None: the process exited or is not ours to read
+            table[process.pid] = (process.info["ppid"], times.user + times.system)
     return table
 
 
-def descendants(table: dict[int, tuple[int, int]], root_pid: int) -> set[int]:
+def descendants(table: dict[int, tuple[int, float]], root_pid: int) -> set[int]:
     """root_pid and every live process below it (BentoML's workers leave its group)."""
     tree, frontier = {root_pid}, [root_pid]
     while frontier:
@@ -59,8 +57,7 @@ def process_tree_cpu_s(root_pid: int) -> float:
     CPU time per image barely moves when other jobs share the cores, unlike wall time.
     """
     table = process_table()
-    ticks = sum(table[pid][1] for pid in descendants(table, root_pid) if pid in table)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(table[pid][1] for pid in descendants(table, root_pid) if pid in table)
 
 
 def wait_ready(

@@ -13,13 +13,14 @@ import csv
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from kitchenware.runtime.files import atomic_writer
 
 from .inputs import Item
 
@@ -109,21 +110,6 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears at `path` complete or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def label_of(scores: list[float], class_names: list[str]) -> str:
     return class_names[int(np.argmax(scores))]
 
@@ -139,7 +125,7 @@ def write_output(
 ) -> Counter[str]:
     """The final file, in input order, ids without a score left out; returns label counts."""
     counts: Counter[str] = Counter()
-    with atomic_writer(out) as handle:
+    with atomic_writer(out, durable=True) as handle:
         writer = csv.writer(handle) if fmt == "csv" else None
         if writer is not None:
             writer.writerow(["Id", "label", *(class_names if probabilities else [])])
@@ -167,7 +153,7 @@ def write_output(
 
 def write_errors(path: Path, failures: list[Failure]) -> None:
     """The files that could not be scored and why."""
-    with atomic_writer(path) as handle:
+    with atomic_writer(path, durable=True) as handle:
         writer = csv.writer(handle)
         writer.writerow(["Id", "path", "reason", "error"])
         for failure in failures:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitchenware.runtime.files import file_sha256
 from kitchenware.runtime.preprocessing import IMAGE_SUFFIXES
 from kitchenware.serving.feedback.store import FeedbackStore, open_store
 from kitchenware.serving.settings import get_settings
@@ -36,11 +36,6 @@ class Row:
     label: str
     source: Path
     origin: str  # "dataset" or "feedback"
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _file_name(image_id: str) -> str:
@@ -99,7 +94,7 @@ def export(store: FeedbackStore, out: Path, merge: Path | None = None) -> dict[s
     relabelled = 0
     if merge is not None:
         for row in dataset_rows(merge):
-            sha = _sha256(row.source) if row.source.is_file() else ""
+            sha = file_sha256(row.source) if row.source.is_file() else ""
             if sha in corrections:
                 fix = corrections.pop(sha)
                 relabelled += fix.label != row.label

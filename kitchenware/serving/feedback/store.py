@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from kitchenware.runtime.files import atomic_writer
 from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
 from kitchenware.serving.feedback.predictionlog import PredictionRecord, image_facts
 from kitchenware.serving.feedback.storefaults import (
@@ -198,24 +198,8 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
         if durable:  # it may have been kept for a prediction, without fsync
             sync_file(path)
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if durable:
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
+    with atomic_writer(path, "wb", durable=durable) as handle:
+        handle.write(data)
     return True
 
 
