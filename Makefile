@@ -24,7 +24,7 @@ install: $(STAMP) ## create .venv and install the project with its dev tools, fr
 
 lock: ## re-resolve requirements.lock from pyproject.toml (pins + hashes; UPGRADE=1 for newer releases)
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet "uv>=0.13,<0.14"
-	$(BIN)/uv pip compile pyproject.toml --extra dev --extra ray --generate-hashes --native-tls \
+	$(BIN)/uv pip compile pyproject.toml --all-extras --generate-hashes --native-tls \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o $(LOCK)
 	@# The bentos' locks: their serving subsets, pinned to exactly what $(LOCK) pins.

@@ -16,7 +16,6 @@ import yaml
 from support.images import image_bytes
 from support.service import BENTOML, REPO, build_colour_model, serve, store_env
 
-TRAINING_ONLY = {"matplotlib", "tqdm"}  # pyproject runtime deps the service never imports
 BENTO_CODE = ("kitchenware/runtime/", "kitchenware/serving/")  # what the bento may ship
 BENTO_FILES = {"service.py", "kitchenware/__init__.py", "bentofile.yaml"}  # bentoml adds the last
 
@@ -36,23 +35,27 @@ def package_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower()
 
 
-# The default bento serves the OpenVINO IR and carries no TensorFlow (issue 10); NNCF is
-# needed at import only. The TensorFlow bento carries no OpenVINO.
-IMPORT_ONLY = {"nncf"}
-NOT_IN_BENTO = {
-    "bentofile.yaml": TRAINING_ONLY | IMPORT_ONLY | {"tensorflow-cpu", "keras"},
-    "bentofile-tensorflow.yaml": TRAINING_ONLY | IMPORT_ONLY | {"openvino"},
+# The default bento serves the OpenVINO IR and carries no TensorFlow (issue 10): pyproject's
+# base dependencies plus the postgres extra. The TensorFlow bento swaps OpenVINO for the
+# tensorflow extra. Neither carries the training extra (NNCF, matplotlib).
+BENTO_EXTRAS = {
+    "bentofile.yaml": (("postgres",), set()),
+    "bentofile-tensorflow.yaml": (("tensorflow", "postgres"), {"openvino"}),
 }
 
 
-@pytest.mark.parametrize("bentofile_name", sorted(NOT_IN_BENTO))
+@pytest.mark.parametrize("bentofile_name", sorted(BENTO_EXTRAS))
 def test_bentofile_packages_match_pyproject_runtime_dependencies(bentofile_name: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    runtime = {package_name(r): r.replace(" ", "") for r in project["dependencies"]}
+    extras, left_out = BENTO_EXTRAS[bentofile_name]
+    wanted = [
+        *project["dependencies"],
+        *(r for e in extras for r in project["optional-dependencies"][e]),
+    ]
+    runtime = {package_name(r): r.replace(" ", "") for r in wanted}
     listed = serving_lock(bentofile_name).with_suffix(".in").read_text().splitlines()
     requirements = [line.split("#")[0].strip() for line in listed]
     packed = {package_name(r): r.replace(" ", "") for r in requirements if r}
-    left_out = NOT_IN_BENTO[bentofile_name]
     assert packed == {name: spec for name, spec in runtime.items() if name not in left_out}
 
 
@@ -68,7 +71,7 @@ def pins(lock: Path) -> dict[str, str]:
     return {name.lower(): version for name, version in found}
 
 
-@pytest.mark.parametrize("bentofile_name", sorted(NOT_IN_BENTO))
+@pytest.mark.parametrize("bentofile_name", sorted(BENTO_EXTRAS))
 def test_the_bento_installs_the_tested_versions_hash_checked(bentofile_name: str) -> None:
     """Every pin of the bento's lock is the pin make install used, and each carries a hash."""
     lock = serving_lock(bentofile_name)
