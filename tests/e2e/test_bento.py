@@ -173,7 +173,7 @@ def test_a_built_bento_ships_runtime_and_serving_only(imported: Imported) -> Non
     assert loaded.returncode == 0, loaded.stderr
     package_file, modules = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert Path(package_file).is_relative_to(src), "imported the checkout, not the bento"
-    assert "kitchenware.serving.uploads" in modules
+    assert "kitchenware.serving.http.uploads" in modules
     building = ("kitchenware.training", "kitchenware.modelbuild", "tensorflow", "keras", "nncf")
     assert [m for m in modules if m.startswith(building)] == []
 
