@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,10 @@ def _base_type(annotation: Any) -> Any:
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults after every option; the examples epilog keeps its line breaks."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Never break inside a hyphenated name (`kitchenware-trained`): users copy defaults.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
