@@ -37,9 +37,9 @@ class ServiceSettings(BaseSettings):
         256 * 1024 * 1024, ge=1, description="Most bytes the zips of one task may unpack to."
     )
     top_k: int = Field(3, ge=1, description="Entries in each result's top_k list.")
-    # Adaptive batching; see bench/RESULTS.md ("Serving: tuning") for the measurements.
-    # BentoML's batchable API requires max_batch_size >= 2.
-    # 32: one call absorbs 32 clients; 8 and 16 were no faster on 2 cores (RESULTS.md).
+    # In-process batching; bench/RESULTS.md section 2 ("Workers, threads and processes").
+    # 32: one call absorbs 32 clients (TensorFlow-era measurement: 8 and 16 were no faster
+    # on 2 cores; kept as history there, not yet re-measured with OpenVINO int8).
     max_batch_size: int = Field(32, ge=2, description="Most images per model call.")
     # 60 s: 3 s answered most c=32 requests 503; 15 s held when quiet, not under load.
     max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
