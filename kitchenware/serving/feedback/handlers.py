@@ -56,7 +56,7 @@ from kitchenware.serving.feedback.storefaults import (
     StoreUnavailable,
     is_store_fault,
 )
-from kitchenware.serving.http.errors import ClientError
+from kitchenware.serving.http.errors import ClientError, error_body
 
 logger = logging.getLogger("kitchenware.loop")
 
@@ -84,9 +84,7 @@ class FeedbackAnswer(BaseModel):
 
 def error_response(status: int, reason: str, message: str, **details: Any) -> JSONResponse:
     headers = {"Retry-After": str(details["retry_after_s"])} if "retry_after_s" in details else None
-    return JSONResponse(
-        {"error": message, "reason": reason, **details}, status_code=status, headers=headers
-    )
+    return JSONResponse(error_body(message, reason, **details), status_code=status, headers=headers)
 
 
 def client_error_response(exc: ClientError) -> JSONResponse:

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kitchenware.serving.http.errors import error_answer
+from kitchenware.serving.http.errors import error_answer, error_body
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 MIN_KEY_LENGTH = 16
@@ -97,7 +97,7 @@ class ApiKeyGate:
             return
         # The body was not read: close the connection rather than leave it half-read.
         await error_answer(
-            {"error": message, "reason": "unauthorized"},
+            error_body(message, "unauthorized"),
             401,
             {"WWW-Authenticate": 'Bearer realm="kitchenware"', "Connection": "close"},
         )(scope, receive, send)

@@ -17,6 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kitchenware.serving.http.requestid import BODY_KEY, current_request_id
 
 
+def error_body(message: str, reason: str, **details: Any) -> dict[str, Any]:
+    """The one shape of every error this service answers: a sentence, a reason code, extras."""
+    return {"error": message, "reason": reason, **details}
+
+
 class ClientError(Exception):
     """A request refused with `status_code`; `reason` is the short code and metrics label."""
 

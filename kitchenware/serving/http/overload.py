@@ -20,17 +20,14 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.http.errors import BodyWatch, error_answer
+from kitchenware.serving.http.errors import BodyWatch, error_answer, error_body
 from kitchenware.serving.metrics import BUSY_REJECTIONS
 
 
 def busy_body(status: int, retry_after_s: int, detail: str) -> dict[str, Any]:
     """The JSON every overload answer carries (429 from the gate, 503 from the batcher)."""
-    return {
-        "error": f"{detail} Retry in {retry_after_s} s.",
-        "reason": "too_many_requests" if status == 429 else "busy",
-        "retry_after_s": retry_after_s,
-    }
+    reason = "too_many_requests" if status == 429 else "busy"
+    return error_body(f"{detail} Retry in {retry_after_s} s.", reason, retry_after_s=retry_after_s)
 
 
 class AdmissionGate:

@@ -33,7 +33,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kitchenware.serving.http.errors import BodyWatch, ClientError, error_answer
+from kitchenware.serving.http.errors import BodyWatch, ClientError, error_answer, error_body
 
 UPLOAD_NAMES_SCOPE_KEY = "kitchenware.upload_filenames"  # client filenames, for error messages
 FORM_TYPES = (b"application/json", b"application/x-www-form-urlencoded")
@@ -285,7 +285,7 @@ class UploadGate:
             return
         if method != "POST":
             message = f"{scope['path']} takes POST with multipart/form-data, not {method}."
-            refusal = {"error": message, "reason": "method_not_allowed"}
+            refusal = error_body(message, "method_not_allowed")
             await error_answer(refusal, 405, {"Allow": "POST"})(scope, receive, send)
             return
         try:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from kitchenware.runtime.metadata import ModelMetadata, read_metadata
 from kitchenware.runtime.preprocessing import ImageDecodeError, preprocess_bytes
-from kitchenware.serving.http.errors import error_answer
+from kitchenware.serving.http.errors import error_answer, error_body
 from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
 from kitchenware.serving.inference.preflight import locate_checked
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
@@ -140,7 +140,7 @@ def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:
     message = str(first.error)
     if len(failures) > 1:
         message += f" ({len(failures) - 1} more image(s) failed too; see 'failures'.)"
-    body: dict[str, Any] = {"error": message, "reason": first.error.reason}
+    body = error_body(message, first.error.reason)
     if len(failures) > 1 or first.index > 0:
         body["failures"] = [f.as_json() for f in failures]
     return error_answer(body, status)
@@ -180,7 +180,7 @@ QUEUE_FULL = "The server is busy: the inference queue is full. Retry in a few se
 
 def busy_response(retry_after_s: int, message: str = QUEUE_FULL) -> JSONResponse:
     return error_answer(
-        {"error": message, "reason": "busy", "retry_after_s": retry_after_s},
+        error_body(message, "busy", retry_after_s=retry_after_s),
         503,
         {"Retry-After": str(retry_after_s)},
     )

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kitchenware.runtime.preprocessing import ImageDecodeError
-from kitchenware.serving.http.errors import error_answer
+from kitchenware.serving.http.errors import ClientError, error_answer, error_body
 from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
 from kitchenware.serving.inference.decoding import (
     DecodeFailure,
@@ -56,14 +56,9 @@ class TaskLimits:
     chunk_size: int  # images per model call
 
 
-class TaskRejected(Exception):
-    def __init__(self, status_code: int, reason: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status_code, self.reason, self.details = status_code, reason, details
-
+class TaskRejected(ClientError):
     def response(self) -> JSONResponse:
-        body = {"error": str(self), "reason": self.reason, **self.details}
-        return error_answer(body, self.status_code)
+        return error_answer(self.body(), self.status_code)
 
 
 def is_zip(path: Path) -> bool:
@@ -228,15 +223,12 @@ async def _classify_waiting(batch: np.ndarray, classify: Classify) -> np.ndarray
 
 
 def unknown_task_body(task_id: str) -> dict[str, str]:
-    return {
-        "error": (
-            f"No task {task_id!r} on this server. Task results live in a SQLite file per "
-            "server process that is recreated at every start: a task submitted before a "
-            "restart (or to another worker) is gone. Submit it again."
-        ),
-        "reason": "unknown_task",
-        "task_id": task_id,
-    }
+    message = (
+        f"No task {task_id!r} on this server. Task results live in one SQLite file, "
+        "shared by the workers and recreated at every start: a task submitted "
+        "before a restart is gone. Submit it again."
+    )
+    return error_body(message, "unknown_task", task_id=task_id)
 
 
 class TaskRoutes:
