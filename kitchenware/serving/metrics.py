@@ -77,3 +77,22 @@ def record_runtime(info: dict[str, str], model_tag: str) -> None:
         )
     for skipped in filter(None, info.get("fallback_from", "").split(",")):
         BACKEND_FALLBACK.labels(skipped=skipped, served=labels["backend"], model=model_tag).set(1)
+
+
+# The feedback store (serving/feedback/recorder.py, storefaults.py).
+PREDICTIONS_NOT_KEPT = bentoml.metrics.Counter(
+    name="kitchenware_predictions_not_kept_total",
+    documentation="Predictions answered but not kept for feedback by id (queue full: the store "
+    "is slower than the traffic; store_failing; photo_failed: row kept, photo not).",
+    labelnames=["reason"],
+)
+STORE_ERRORS = bentoml.metrics.Counter(
+    name="kitchenware_store_errors_total",
+    documentation="Feedback store calls that failed (database or photo folder), by operation.",
+    labelnames=["operation"],
+)
+STORE_FAILING = bentoml.metrics.Gauge(
+    name="kitchenware_store_failing",
+    documentation="1 while the feedback store is failing (in any worker), else 0.",
+    multiprocess_mode="max",
+)

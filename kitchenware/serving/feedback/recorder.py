@@ -22,12 +22,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import bentoml
 import numpy as np
 
 from kitchenware.serving.feedback.predictionlog import PredictionRecord, log_predictions
 from kitchenware.serving.feedback.store import FeedbackStore, UnkeptPrediction
 from kitchenware.serving.feedback.storefaults import StoreHealth, StoreOpener, StoreUnavailable
+from kitchenware.serving.metrics import PREDICTIONS_NOT_KEPT
 
 logger = logging.getLogger("kitchenware.recorder")
 
@@ -37,13 +37,6 @@ MAX_QUEUED = 2048
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # photos held in memory while the store lags
 MAX_NOTES = 100_000  # unkept notes waiting for the store to come back (~100 bytes each)
 RETRY_S = 1.0  # after a failed write, the next attempt
-
-NOT_KEPT = bentoml.metrics.Counter(
-    name="kitchenware_predictions_not_kept_total",
-    documentation="Predictions answered but not kept for feedback by id (queue full: the store "
-    "is slower than the traffic; store_failing; photo_failed: row kept, photo not).",
-    labelnames=["reason"],
-)
 
 
 @dataclass(frozen=True)
@@ -205,7 +198,7 @@ class PredictionRecorder:
             return False
         if photo_errors:
             self.health.failed(photo_errors[0], "keep_photo")
-            NOT_KEPT.labels(reason="photo_failed").inc(len(photo_errors))
+            PREDICTIONS_NOT_KEPT.labels(reason="photo_failed").inc(len(photo_errors))
         else:
             self.health.worked()
         return True
@@ -221,7 +214,7 @@ class PredictionRecorder:
             self.log_health.worked()
 
     def _not_kept(self, items: list[QueuedPrediction], metric: str, reason: str) -> None:
-        NOT_KEPT.labels(reason=metric).inc(len(items))
+        PREDICTIONS_NOT_KEPT.labels(reason=metric).inc(len(items))
         stamp = time.strftime("%H:%M:%S", time.gmtime())
         with self._changed:
             for item in items:

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-import bentoml
 import sqlalchemy as sa
 
 from kitchenware.serving.http.errors import ClientError
+from kitchenware.serving.metrics import STORE_ERRORS, STORE_FAILING
 
 logger = logging.getLogger("kitchenware.store")
 T = TypeVar("T")
@@ -32,16 +32,6 @@ STATEMENT_TIMEOUT_S = 5.0
 STORE_DEADLINE_S = 8.0
 RETRY_AFTER_S = 5
 
-STORE_ERRORS = bentoml.metrics.Counter(
-    name="kitchenware_store_errors_total",
-    documentation="Feedback store calls that failed (database or photo folder), by operation.",
-    labelnames=["operation"],
-)
-STORE_FAILING = bentoml.metrics.Gauge(
-    name="kitchenware_store_failing",
-    documentation="1 while the feedback store is failing (in any worker), else 0.",
-    multiprocess_mode="max",
-)
 
 _DISK_CAUSES = {
     errno.ENOSPC: "the disk is full",
