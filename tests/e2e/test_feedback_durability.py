@@ -80,11 +80,8 @@ def test_acknowledged_feedback_survives_sigkill(
 ) -> None:
     home = tmp_path / "home"
     import_into_store(shared_model_dir(tmp_path_factory.getbasetemp()), home)
-    env = store_env(home)
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring")
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in store_settings.items()})
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={tmp_path / 'monitoring'}"
-    )
     acked: list[tuple[int, str]] = []
     errors: list[str] = []
     stop = threading.Event()

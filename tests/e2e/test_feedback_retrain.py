@@ -37,10 +37,7 @@ def test_predictions_feedback_export_retrain(
     home = tmp_path / "home"
     import_into_store(shared_model_dir(tmp_path_factory.getbasetemp()), home)
     url = f"sqlite:///{tmp_path / 'store' / 'feedback.db'}"
-    env = store_env(home, feedback_url=url)
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={tmp_path / 'monitoring'}"
-    )
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring", feedback_url=url)
     sent: list[tuple[str, str]] = []
     with serve("service:Kitchenware", env, cwd=SERVICE_DIR, log_dir=tmp_path) as server:
         for label, colour in CORRECTIONS.items():
@@ -201,10 +198,7 @@ def demo_served(tmp_path: Path) -> dict[str, object]:
     home = tmp_path / "home"
     tag = import_into_store(DEMO_DIR, home)
     url = f"sqlite:///{tmp_path / 'store' / 'feedback.db'}"
-    env = store_env(home, model_tag=tag, feedback_url=url)
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={tmp_path / 'monitoring'}"
-    )
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring", model_tag=tag, feedback_url=url)
     return {"home": home, "tag": tag, "url": url, "env": env}
 
 

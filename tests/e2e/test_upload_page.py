@@ -25,10 +25,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedService]:
     home, _ = real_model_home(tmp_path_factory.getbasetemp())
     base = tmp_path_factory.mktemp("ui")
     env = store_env(
-        home, default_model=True, feedback_url=f"sqlite:///{base / 'store' / 'feedback.db'}"
-    )
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={base / 'monitoring'}"
+        home,
+        default_model=True,
+        monitoring_dir=base / "monitoring",
+        feedback_url=f"sqlite:///{base / 'store' / 'feedback.db'}",
     )
     with serve("service:Kitchenware", env, cwd=SERVICE_DIR, log_dir=base) as served:
         served.extra["db"] = base / "store" / "feedback.db"

@@ -35,12 +35,9 @@ def loop_env(home: Path, store_dir: Path, **settings: str) -> dict[str, str]:
         home,
         feedback_url=f"sqlite:///{store_dir / 'feedback.db'}",
         max_upload_bytes="3000000",
+        monitoring_dir=store_dir / "monitoring",
     )
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
-    # The prediction log's JSON lines go to the test's folder, not the working directory.
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={store_dir / 'monitoring'}"
-    )
     return env
 
 

@@ -47,11 +47,8 @@ def served_store(
 ) -> Iterator[ServedService]:
     home = tmp_path / "home"
     import_into_store(shared_model_dir(tmp_path_factory.getbasetemp()), home)
-    env = store_env(home)
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring")
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
-    env["BENTOML_CONFIG_OPTIONS"] = (
-        f"services.kitchenware.monitoring.options.log_path={tmp_path / 'monitoring'}"
-    )
     with serve("service:Kitchenware", env, cwd=REPO, log_dir=tmp_path) as server:
         yield server
 

@@ -138,13 +138,18 @@ def serve(
 
 
 def store_env(
-    bentoml_home: Path, *, default_model: bool = False, **settings: str
+    bentoml_home: Path,
+    *,
+    default_model: bool = False,
+    monitoring_dir: Path | str | None = None,
+    **settings: str,
 ) -> dict[str, str]:
     """Environment for a subprocess that uses the store in `bentoml_home`.
 
     It serves the demo-named model (`kitchenware:latest`, what these helpers import) unless
     `model_tag` is given, or `default_model=True` leaves the service's own default (the
-    published Xception) in charge.
+    published Xception) in charge. `monitoring_dir`: where the prediction log's JSON lines
+    go (the test's folder, not the working directory).
     """
     env = {
         k: v
@@ -161,6 +166,10 @@ def store_env(
     if not default_model:
         settings = {"model_tag": DEMO_MODEL_TAG, **settings}
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
+    if monitoring_dir is not None:
+        env["BENTOML_CONFIG_OPTIONS"] = (
+            f"services.kitchenware.monitoring.options.log_path={monitoring_dir}"
+        )
     return env
 
 
