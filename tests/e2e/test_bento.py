@@ -77,6 +77,11 @@ def test_the_bento_installs_the_tested_versions_hash_checked(bentofile_name: str
     lock = serving_lock(bentofile_name)
     served, tested = pins(lock), pins(REPO / "requirements.lock")
     assert served and {name: tested.get(name) for name in served} == served
+    listed = (
+        line.split("#")[0].strip() for line in lock.with_suffix(".in").read_text().splitlines()
+    )
+    unpinned = {package_name(r) for r in listed if r} - set(served)
+    assert not unpinned, f"{sorted(unpinned)} in the .in but not in {lock.name}: run `make lock`"
     entries = re.split(r"\n(?=[A-Za-z0-9])", lock.read_text().split("\n", 1)[1])
     requirements = [e for e in entries if "==" in e and not e.lstrip().startswith("#")]
     assert all("--hash=sha256:" in e for e in requirements), "a pin without its hash"
