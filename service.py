@@ -27,12 +27,16 @@ from kitchenware.serving.http.server_options import apply_server_options
 from kitchenware.serving.inference.decoding import BatchClassification, Classification
 from kitchenware.serving.inference.pipeline import Pipeline, ServedFacts
 from kitchenware.serving.inference.preflight import refuse_unusable_model
+from kitchenware.serving.instancedir import use_own_instance_dir
 from kitchenware.serving.middleware import install_middlewares
 from kitchenware.serving.routes import CLASSIFY, CLASSIFY_BATCH, EXPLAIN, FEEDBACK, TASK
 from kitchenware.serving.settings import get_settings
 from kitchenware.serving.ui import ui_app
 
 settings = get_settings()
+# Its own task store and metrics folder for this server (not $BENTOML_HOME's one per home), so
+# two servers can share a BENTOML_HOME; decided here, in `bentoml serve`, before BentoML does.
+use_own_instance_dir()
 # Class-level on the service, so `bentoml build` packs the model into the bento.
 MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
 # An unusable model stops `bentoml serve` here with one sentence (exit 2), before any
