@@ -72,7 +72,8 @@ def task_result(client: httpx.Client, task_id: str) -> tuple[int, Any]:
 def test_two_instances_on_one_home_keep_their_own_tasks_and_metrics(tmp_path: Path) -> None:
     home = tmp_path / "bentoml_home"
     import_into_store(shared_model_dir(tmp_path), home)
-    env = store_env(home, workers="1")  # one worker each: two servers share 2 cores
+    # One worker each: two servers share 2 cores.
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring", workers="1")
     with (
         serve("service:Kitchenware", env, log_dir=tmp_path) as first,
         httpx.Client(base_url=first.url, timeout=60) as a,

@@ -5,8 +5,8 @@ photos into uploads within the limits, decode chunk by chunk while the previous 
 classified, keep the client's file names across BentoML's task store, and answer an
 unknown task id (a server restarted since, or another worker) with a 404 that says why.
 
-BentoML's local task store is a SQLite file per worker process, recreated at every server
-start: results do not survive a restart and are not shared between workers.
+BentoML's local task store is one SQLite file per server (kitchenware/serving/instancedir.py),
+shared by its workers and recreated at every server start: results do not survive a restart.
 """
 
 from __future__ import annotations
