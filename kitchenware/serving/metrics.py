@@ -96,3 +96,29 @@ STORE_FAILING = bentoml.metrics.Gauge(
     documentation="1 while the feedback store is failing (in any worker), else 0.",
     multiprocess_mode="max",
 )
+
+
+# Shadow mode (serving/inference/shadow.py): a candidate beside the served model.
+SHADOW_AGREEMENTS = bentoml.metrics.Counter(
+    name="kitchenware_shadow_agreements_total",
+    documentation="Shadowed images on which the candidate gave the served label.",
+    labelnames=["candidate"],
+)
+SHADOW_DISAGREEMENTS = bentoml.metrics.Counter(
+    name="kitchenware_shadow_disagreements_total",
+    documentation="Shadowed images on which the candidate differed, by served and shadow label.",
+    labelnames=["candidate", "served", "shadow"],
+)
+SHADOW_SHED = bentoml.metrics.Counter(
+    name="kitchenware_shadow_shed_total",
+    documentation="Sampled images not shadowed: queue_full, served_busy (the served model had "
+    "work waiting), not_ready (the candidate not loaded), failed (its call raised).",
+    labelnames=["candidate", "reason"],
+)
+SHADOW_READY = bentoml.metrics.Gauge(
+    name="kitchenware_shadow_ready",
+    documentation="1 once the shadow candidate is loaded and checked in a worker, 0 if it could "
+    "not be loaded (the log says why).",
+    labelnames=["candidate", "backend"],
+    multiprocess_mode="max",
+)

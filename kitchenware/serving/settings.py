@@ -98,6 +98,26 @@ class ServiceSettings(BaseSettings):
         "kitchenware_predictions",
         description="bentoml.monitor name of the prediction log; empty: off.",
     )
+    # Shadow mode (kitchenware/serving/inference/shadow.py): a candidate model answers a sample
+    # of live requests beside the served one, off the answer path; its labels go to the
+    # prediction log and /metrics, never to a client.
+    shadow_model_tag: str = Field(
+        "", description="Store tag of a candidate to run in shadow on live requests; empty: off."
+    )
+    shadow_sample: float = Field(
+        0.25, ge=0, le=1, description="Share of /classify and /classify_batch requests shadowed."
+    )
+    # 8 images: a few requests' worth; shadow work never piles up behind a busy model.
+    shadow_max_queue: int = Field(
+        8, ge=1, description="Images waiting for the shadow model per worker; past it, shed."
+    )
+    # 0.25: at most a quarter of one core per worker goes to the candidate.
+    shadow_max_cpu_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Most of its wall time the shadow thread may spend running the candidate.",
+    )
     explain_method: str = Field(
         "auto", description="Heatmap method: gradcam, occlusion, or auto (per backend)."
     )

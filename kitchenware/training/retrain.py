@@ -87,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import a passing candidate as a new version of the served model",
     )
+    add(
+        "--stage",
+        action="store_true",
+        help="import a passing candidate as <name>-candidate:<version>, to run it in shadow "
+        "(KITCHENWARE_SHADOW_MODEL_TAG) before --promote",
+    )
+    add(
+        "--shadow-model",
+        default=settings.shadow_model_tag,
+        help="a candidate that ran in shadow: its record on live traffic goes into the report "
+        "and the rule; default: KITCHENWARE_SHADOW_MODEL_TAG",
+    )
+    add(
+        "--monitoring-dir",
+        type=Path,
+        default=defaults.monitoring_dir,
+        help="the service's monitoring folder (BentoML's monitoring log_path), for the shadow log",
+    )
+    parser.set_defaults(prediction_log=settings.prediction_log)
     return parser
 
 
@@ -112,8 +131,18 @@ def summary(result: RetrainResult) -> str:
             f"  make bento MODEL={tag}      (then make container, or bentoml containerize)",
             f"  roll back: make serve MODEL={result.parent_tag}",
         ]
+    elif result.staged_tag:
+        tag = result.staged_tag
+        lines += [
+            f"Staged: {tag}. Run it in shadow beside {result.parent_tag}, then retrain with "
+            "--promote (the report then says how it did on live traffic):",
+            f"  KITCHENWARE_SHADOW_MODEL_TAG={tag} make serve MODEL={result.parent_tag}",
+        ]
     elif comparison.passed:
-        lines.append("Not promoted: add --promote to import it into the model store.")
+        lines.append(
+            "Not promoted: add --promote to import it into the model store "
+            "(or --stage to run it in shadow first)."
+        )
     else:
         lines.append(f"Not promoted: {result.parent_tag} stays the served model.")
     return "\n".join(lines)

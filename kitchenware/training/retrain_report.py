@@ -5,7 +5,9 @@ The rule (also in the README): a candidate replaces the served model only when
 2. it gets every labelled real photo right that the current model gets right;
 3. its accuracy on the base dataset's test split (when one is given) is not lower than
    the current model's by more than the margin;
-4. its OpenVINO runtime artifacts pass the accuracy gates the current model's passed.
+4. its OpenVINO runtime artifacts pass the accuracy gates the current model's passed;
+5. when a candidate ran in shadow (retrain_shadow.py) and some of the live answers it changed
+   were corrected later, it was right in at least as many of those as the served model.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from kitchenware.runtime.files import write_json
 from kitchenware.training.evaluation import classification_metrics, plot_confusion_matrix
+from kitchenware.training.retrain_shadow import ShadowSummary
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 CHECK_MARKS = {True: "pass", False: "FAIL", None: "n/a "}
@@ -66,6 +69,7 @@ class Comparison:
     traffic: Scored | None
     base_margin: float
     checks: list[RuleCheck] = field(default_factory=list)
+    shadow: ShadowSummary | None = None  # the shadow record of a staged candidate, if any
 
     def metric_checks(self) -> list[RuleCheck]:
         """Rules 1-3 (the runtime gate, rule 4, runs on the saved candidate afterwards)."""
@@ -101,8 +105,17 @@ class Comparison:
                     f"{b_cand:.3f} vs {b_cur:.3f}",
                 )
             )
+        if self.shadow is not None:
+            checks.append(self.shadow_check(self.shadow))
         self.checks = checks
         return checks
+
+    @staticmethod
+    def shadow_check(shadow: ShadowSummary) -> RuleCheck:
+        name = "in shadow, right where live answers it changed were corrected"
+        if not shadow.corrected:
+            return RuleCheck(name, None, shadow.sentence())
+        return RuleCheck(name, shadow.candidate_right >= shadow.served_right, shadow.sentence())
 
     @property
     def passed(self) -> bool:
@@ -168,6 +181,7 @@ class Comparison:
                 }
                 for which in ("current", "candidate")
             },
+            "shadow": None if self.shadow is None else self.shadow.to_dict(),
             "traffic": None
             if self.traffic is None
             else {"photos": len(self.traffic.labels), "changed_answer": self.traffic.changed()},
@@ -223,8 +237,12 @@ def write_report(
         "",
         *[f"- **{CHECK_MARKS[c.passed].strip()}** {c.name}: {c.detail}" for c in comparison.checks],
         "",
-        "## Confusion matrices on the corrections holdout (rows: true, columns: predicted)",
     ]
+    if comparison.shadow is not None:
+        lines += ["## In shadow on live traffic", "", comparison.shadow.sentence() + ".", ""]
+    lines.append(
+        "## Confusion matrices on the corrections holdout (rows: true, columns: predicted)"
+    )
     for which, filename in CONFUSION_PNG.items():
         lines += [
             "",

@@ -12,6 +12,7 @@ current model wherever no correction says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ from kitchenware.training.corrections import (
     store_exists,
 )
 from kitchenware.training.retrain_report import Comparison, RuleCheck, Scored, write_report
+from kitchenware.training.retrain_shadow import ShadowSummary, read_shadow_log, summarize_shadow
 from kitchenware.training.warmstart import (
     WarmModel,
     cached_features,
@@ -45,6 +47,7 @@ from kitchenware.training.warmstart import (
 )
 
 CANDIDATE_DIR = "candidate"
+STAGED_SUFFIX = "-candidate"  # kitchenware-xception -> kitchenware-xception-candidate
 
 
 @dataclass
@@ -66,6 +69,10 @@ class RetrainOptions:
     batch_size: int = 32
     seed: int = 0
     promote: bool = False
+    stage: bool = False  # import a passing candidate under <name>-candidate, for shadow mode
+    shadow_model: str = ""  # a staged candidate whose shadow record the report should use
+    monitoring_dir: Path = Path("monitoring")  # where the service's prediction logs are
+    prediction_log: str = "kitchenware_predictions"
 
 
 @dataclass
@@ -75,6 +82,7 @@ class RetrainResult:
     comparison: Comparison
     report: Path
     promoted_tag: str | None = None
+    staged_tag: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -267,6 +275,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
             ),
             base_margin=options.base_margin,
         )
+        comparison.shadow = _shadow_summary(options)
         comparison.metric_checks()
 
     fingerprint = data_fingerprint(
@@ -312,7 +321,33 @@ def retrain(options: RetrainOptions) -> RetrainResult:
 
         with clock.step("import"):
             result.promoted_tag, _ = import_model_dir(candidate_dir, name=stored.tag.name)
+    elif comparison.passed and options.stage:
+        from kitchenware.modelbuild.store import import_model_dir
+
+        with clock.step("import"):
+            name = f"{stored.tag.name}{STAGED_SUFFIX}"  # the served name's :latest stays
+            result.staged_tag, _ = import_model_dir(candidate_dir, name=name)
     return result
+
+
+def _shadow_summary(options: RetrainOptions) -> ShadowSummary | None:
+    """The shadow record of `options.shadow_model`, when the service left one."""
+    if not options.shadow_model:
+        return None
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from kitchenware.serving.feedback.store import default_url, open_store
+
+    tags = [options.shadow_model]
+    with contextlib.suppress(NotFound, ValueError):  # name:latest -> name:version
+        tags.append(str(bentoml.models.get(options.shadow_model).tag))
+    records = read_shadow_log(options.monitoring_dir, options.prediction_log)
+    if not records:
+        print(f"note: no shadow log under {options.monitoring_dir} for {options.shadow_model}")
+        return None
+    with open_store(options.feedback_url or default_url(), options.feedback_images_dir) as store:
+        return summarize_shadow(records, tags, store.feedback_records())
 
 
 def _base_dataset(options: RetrainOptions, classes: Sequence[str]) -> dict[str, Sequence[Any]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kitchenware import MODEL_NAME
 from kitchenware.localserver import free_port, running
 from kitchenware.runtime.metadata import KITCHENWARE_CLASSES
 
@@ -49,12 +50,17 @@ SHARED_SERVER_SETTINGS = {
 
 
 def build_colour_model(
-    directory: Path, image_size: int = TEST_IMAGE_SIZE, busywork_filters: int = 0
+    directory: Path,
+    image_size: int = TEST_IMAGE_SIZE,
+    busywork_filters: int = 0,
+    colours: dict[str, tuple[int, int, int]] | None = None,
 ) -> Path:
     """Write model.keras + metadata.json of a small CNN that classifies by mean colour.
 
     `busywork_filters` adds a wide convolution branch whose output is multiplied by zero:
     same predictions, but slow enough per image to fill the batching queue in tests.
+    `colours`: another class -> colour map (a model that answers differently, e.g. a
+    candidate for shadow mode); default CLASS_COLOURS.
     """
     import keras
 
@@ -80,7 +86,7 @@ def build_colour_model(
     kernel = np.zeros((3, 3, 3, 3), dtype=np.float32)
     kernel[1, 1] = np.eye(3)  # a 3x3 convolution that passes each channel through unchanged
     conv.set_weights([kernel, np.zeros(3, np.float32)])
-    centroids = np.array([CLASS_COLOURS[name] for name in CLASS_NAMES], np.float32)
+    centroids = np.array([(colours or CLASS_COLOURS)[name] for name in CLASS_NAMES], np.float32)
     scale = 8.0  # sharp enough that a pure colour wins clearly, soft enough to differ per image
     dense.set_weights([scale * centroids.T, -scale * (centroids**2).sum(axis=1) / 2])
 
@@ -173,15 +179,15 @@ def store_env(
     return env
 
 
-def import_into_store(model_dir: Path, bentoml_home: Path) -> str:
-    """Import a model directory into the store at `bentoml_home` (in a subprocess, so the
-    store location of this test process is never fixed by accident)."""
+def import_into_store(model_dir: Path, bentoml_home: Path, name: str = MODEL_NAME) -> str:
+    """Import a model directory into the store at `bentoml_home` as `name` (in a subprocess, so
+    the store location of this test process is never fixed by accident)."""
     code = (
         "import sys; from kitchenware.modelbuild.store import import_model_dir; "
-        "print(import_model_dir(sys.argv[1])[0])"
+        "print(import_model_dir(sys.argv[1], sys.argv[2])[0])"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(model_dir)],
+        [sys.executable, "-c", code, str(model_dir), name],
         env=store_env(bentoml_home),
         capture_output=True,
         text=True,

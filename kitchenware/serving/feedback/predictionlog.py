@@ -4,6 +4,12 @@ BentoML's default monitor exporter writes rotating JSON lines under
 `monitoring/<name>/data/`; its `otlp` type sends the same records to an OpenTelemetry
 collector (see the README). Each record carries the request id, so corrections sent to
 /feedback join the predictions they correct.
+
+Shadow mode (serving/inference/shadow.py) adds records of its own to the same log:
+`record` "shadow", the served label beside the candidate's (`shadow_*`). They are separate
+records because the candidate answers after the prediction's record is written, or never (shed
+under load); and they share this log because BentoML's default exporter writes every monitor
+of a process through one logger, so a second monitor name would take over the first's file.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ class PredictionRecord:
     model: str
     backend: str
     latency_ms: float
+    # Shadow mode: a "shadow" record holds the served answer (label to model, as above) and
+    # the candidate's (shadow_*); its backend and latency_ms are the candidate's run, its
+    # image fields empty (the prediction's own record has them: join on request id, position).
+    record: str = "prediction"
+    shadow_model: str = ""
+    shadow_label: str = ""
+    shadow_confidence: float = 0.0
 
     def as_log(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +116,10 @@ def log_predictions(name: str, records: list[PredictionRecord]) -> None:
         ("model", "feature", "categorical", lambda r: r.model),
         ("backend", "feature", "categorical", lambda r: r.backend),
         ("latency_ms", "feature", "numerical", lambda r: r.latency_ms),
+        ("record", "feature", "categorical", lambda r: r.record),
+        ("shadow_model", "feature", "categorical", lambda r: r.shadow_model),
+        ("shadow_label", "prediction", "categorical", lambda r: r.shadow_label),
+        ("shadow_confidence", "prediction", "numerical", lambda r: r.shadow_confidence),
     ]
     with bentoml.monitor(name) as monitor:
         for column, role, kind, value in columns:

@@ -34,6 +34,7 @@ from kitchenware.serving.inference.decoding import (
     locate_model,
     uploads_from,
 )
+from kitchenware.serving.inference.shadow import ShadowRunner
 from kitchenware.serving.inference.tasks import TaskLimits, classify_task, task_uploads
 from kitchenware.serving.metrics import BUSY_REJECTIONS, record_runtime
 from kitchenware.serving.settings import ServiceSettings
@@ -77,6 +78,8 @@ class Pipeline:
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
         self.loaded = threading.Event()
         self.load_error: BaseException | None = None
+        # A candidate on sampled requests, off the answer path (KITCHENWARE_SHADOW_MODEL_TAG).
+        self.shadow = ShadowRunner.from_settings(settings, self.served, self.served_busy)
 
     def start_loading(self, on_loaded: Callable[[str], None]) -> None:
         """Load and warm up the model in a thread; `on_loaded(backend name)` once ready."""
@@ -112,6 +115,12 @@ class Pipeline:
             max_latency_ms=settings.max_latency_ms,
         )
         self.loaded.set()
+        if self.shadow is not None:  # loads after the served model: never delays readiness
+            self.shadow.start()
+
+    def served_busy(self) -> bool:
+        """Requests wait for the served model (shadow work then gives way)."""
+        return self.batcher.estimated_wait_s() > 0
 
     def not_loaded(self) -> JSONResponse | None:
         """The 503 for a request that needs the loaded model before it has loaded."""
@@ -153,6 +162,8 @@ class Pipeline:
             return probabilities
         elapsed_ms = (time.perf_counter() - started) * 1000
         request_id = request_id_of(scope)
+        if self.shadow is not None:  # a queue append: the answer never waits for it
+            self.shadow.offer(request_id, batch, probabilities)
         await record(request_id, paths, probabilities, elapsed_ms)
         return self.results(probabilities, uploads, request_id)
 
