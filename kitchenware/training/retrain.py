@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--monitoring-dir",
         type=Path,
         default=defaults.monitoring_dir,
-        help="the service's monitoring folder (BentoML's monitoring log_path), for the shadow log",
+        help="the service's monitoring folder (BentoML's monitoring log_path), where the "
+        "prediction log keeps the shadow records",
     )
     parser.set_defaults(prediction_log=settings.prediction_log)
     return parser
