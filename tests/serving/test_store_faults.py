@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.faults import fill, lock_sqlite, set_immutable, small_tmpfs
 from support.images import image_bytes
 from support.postgres import PostgresCluster, postgres_cluster
 from support.service import (
@@ -142,8 +142,7 @@ def test_sqlite_locked_by_another_process(
     with served_store(tmp_path, tmp_path_factory, feedback_url=f"sqlite:///{db}") as server:
         _, before, _ = classify(server, 1)
         time.sleep(0.5)
-        locker = sqlite3.connect(db, timeout=0, isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")  # what a backup or a stray sqlite3 shell does
+        locker = lock_sqlite(db)
         try:
             made_during = classify_during(server, 8)
             started = time.monotonic()
@@ -157,30 +156,9 @@ def test_sqlite_locked_by_another_process(
         assert 1 <= fault_lines(server) <= 4, server.log()[-3000:]  # once per worker and path
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "3m") -> Iterator[Path]:
-    path.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    with open(filler, "wb") as handle, contextlib.suppress(OSError):
-        while True:
-            handle.write(b"\0" * 65536)
-            handle.flush()
-    return filler
-
-
 def test_a_full_file_system(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     with (
-        small_tmpfs(tmp_path / "disk") as disk,
+        small_tmpfs(tmp_path / "disk", refused=pytest.skip) as disk,
         served_store(
             tmp_path, tmp_path_factory, feedback_url=f"sqlite:///{disk}/feedback.db"
         ) as server,
@@ -209,7 +187,7 @@ def test_an_immutable_store_folder_kills_no_worker(
     ) as server:
         assert correct_with_photo(server, 1).status_code == 200
         workers = worker_pids(server)
-        subprocess.run(["chattr", "-R", "+i", str(store)], check=True)
+        set_immutable(store, True, recursive=True)
         try:
             made_during = classify_during(server, 8)
             time.sleep(1)
@@ -217,7 +195,7 @@ def test_an_immutable_store_folder_kills_no_worker(
             made_during += classify_during(server, 4)
             assert worker_pids(server) == workers  # no SIGBUS, no restart
         finally:
-            subprocess.run(["chattr", "-R", "-i", str(store)], check=True)
+            set_immutable(store, False, recursive=True)
         assert_recovered(server, made_during)
         assert worker_pids(server) == workers
 
@@ -227,14 +205,14 @@ def test_a_store_unwritable_at_start_is_tried_again(
 ) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    subprocess.run(["chattr", "+i", str(store)], check=True)
+    set_immutable(store, True)
     try:
         with served_store(
             tmp_path, tmp_path_factory, feedback_url=f"sqlite:///{store}/fb.db"
         ) as server:
             assert_unavailable(correct_with_photo(server, 1))
             made_during = classify_during(server, 4)
-            subprocess.run(["chattr", "-i", str(store)], check=True)
+            set_immutable(store, False)
             assert_recovered(server, made_during)
     finally:
         subprocess.run(["chattr", "-i", str(store)], check=False)
