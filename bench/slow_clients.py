@@ -143,7 +143,8 @@ class LevelResult:
     slow_open_min_mean: tuple[int, float]  # open slow uploads, sampled each second
     server_cpu_pct: float  # % of one core over the window, every server process
     server_cpu_ms_per_ok: float | None
-    server_max_fds: int
+    client_cpu_pct: float  # this process (ordinary + slow clients): it shares the cores
+    server_max_fds: int  # most open fds of one server process, sampled each second
     server_fd_limit: int
     load_average: list[float]
 
@@ -185,13 +186,19 @@ async def level(
             retry_after = float(answer.response.headers.get("retry-after", "1"))
             await asyncio.sleep(min(retry_after, BUSY_PAUSE_CAP_S))
 
+    fds = [(0, 0)]
+
     async def sample_open() -> None:
+        """Once a second while the slow uploads are open: how many, and the server's fds."""
         while time.monotonic() < until:
             state.open_samples.append(state.open_now)
+            if pid:
+                fds.append(await asyncio.to_thread(server_fds, pid))
             await asyncio.sleep(1.0)
 
     sampler = asyncio.create_task(sample_open())
     cpu_before = process_tree_cpu_s(pid) if pid else 0.0
+    client_before = time.process_time()
     async with loopback_client(url, clients, timeout_s=60.0) as client:
         wall = await closed_loop(
             client,
@@ -202,7 +209,7 @@ async def level(
             on_answer=judge,
         )
     cpu_used = process_tree_cpu_s(pid) - cpu_before if pid else float("nan")
-    max_fds, fd_limit = server_fds(pid) if pid else (0, 0)
+    client_used = time.process_time() - client_before
     await asyncio.gather(*slow, sampler)
 
     def spread(values: list[float]) -> dict[str, float]:
@@ -226,8 +233,9 @@ async def level(
         slow_open_min_mean=(min(samples), round(sum(samples) / len(samples), 1)),
         server_cpu_pct=round(100 * cpu_used / wall, 1),
         server_cpu_ms_per_ok=round(1000 * cpu_used / ok, 1) if ok else None,
-        server_max_fds=max_fds,
-        server_fd_limit=fd_limit,
+        client_cpu_pct=round(100 * client_used / wall, 1),
+        server_max_fds=max(count for count, _ in fds),
+        server_fd_limit=min((limit for _, limit in fds if limit), default=0),
         load_average=[round(x, 2) for x in os.getloadavg()],
     )
 
@@ -254,6 +262,7 @@ def markdown_row(result: LevelResult) -> str:
     return (
         f"| {result.slow_clients} | {result.slow_open_min_mean[1]} | {ordinary} | "
         f"{lat['p50']:.0f} / {lat['p99']:.0f} | {slow or '-'} | {result.server_cpu_pct:.0f} % | "
+        f"{result.client_cpu_pct:.0f} % | "
         f"{result.server_max_fds} / {result.server_fd_limit} | "
         f"{' '.join(map(str, result.load_average))} |"
     )
@@ -320,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                 results = run(server.base_url, server.process.pid)
     print(
         "\n| slow uploads | open (mean) | ordinary answers | ordinary p50 / p99 ms | "
-        "slow uploads ended | server CPU | max fds / limit | load |"
+        "slow uploads ended | server CPU | client CPU | max fds / limit | load |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(markdown_row(result))
     return 0 if all(set(r.ordinary) == {"200"} for r in results) else 1
