@@ -42,9 +42,12 @@ MODEL_REFERENCE = bentoml.models.BentoModel(settings.model_tag)
 # An unusable model stops `bentoml serve` here with one sentence (exit 2), before any
 # worker starts and crashes in a restart loop.
 refuse_unusable_model(MODEL_REFERENCE)
-# Keep-alive past uvicorn's 5 s and a bounded graceful shutdown: BentoML has no config key.
+# Keep-alive past uvicorn's 5 s, a bounded graceful shutdown, a deadline for request
+# headers: BentoML has no config key for them (kitchenware/serving/http/server_options.py).
 apply_server_options(
-    keep_alive_s=settings.keep_alive_s, graceful_shutdown_s=settings.graceful_shutdown_s
+    keep_alive_s=settings.keep_alive_s,
+    graceful_shutdown_s=settings.graceful_shutdown_s,
+    header_timeout_s=settings.header_timeout_s,
 )
 # BentoML leaves the root logger at WARNING; the backend choice and gate skips are INFO.
 logging.getLogger("kitchenware").setLevel(logging.INFO)

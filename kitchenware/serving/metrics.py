@@ -122,3 +122,25 @@ SHADOW_READY = bentoml.metrics.Gauge(
     labelnames=["candidate", "backend"],
     multiprocess_mode="max",
 )
+
+
+# The disk bounds (feedback/store.py, feedback/predictionlog.py).
+DISK_REMOVED = bentoml.metrics.Counter(
+    name="kitchenware_disk_removed_total",
+    documentation="Kept data removed by the retention bounds: kind (prediction_photo, "
+    "prediction, correction, prediction_log_file), reason (age: past its retention; size: "
+    "past its folder's size bound, oldest first).",
+    labelnames=["kind", "reason"],
+)
+DISK_REMOVED_BYTES = bentoml.metrics.Counter(
+    name="kitchenware_disk_removed_bytes_total",
+    documentation="Bytes of the files counted in kitchenware_disk_removed_total.",
+    labelnames=["kind", "reason"],
+)
+
+
+def count_removed(kind: str, reason: str, count: int, size: int = 0) -> None:
+    if count:
+        DISK_REMOVED.labels(kind=kind, reason=reason).inc(count)
+    if size:
+        DISK_REMOVED_BYTES.labels(kind=kind, reason=reason).inc(size)

@@ -91,6 +91,16 @@ class ServiceSettings(BaseSettings):
     feedback_retention_days: float = Field(
         0.0, ge=0, description="How long corrections and their photos are kept; 0: forever."
     )
+    # Disk bounds besides the time bounds above (store.py, predictionlog.py): enforced in the
+    # background; the oldest go first; counted in kitchenware_disk_removed_total{kind,reason}.
+    # 2 GiB: ~1,000 phone photos or ~20,000 small uploads; one busy day of full-size uploads
+    # would otherwise take hundreds of GB.
+    feedback_images_max_mb: float = Field(
+        2048.0,
+        ge=0,
+        description="Most MB the photo folder may hold; past it the photos of the oldest "
+        "predictions go (never a correction's); 0: no size bound.",
+    )
     feedback_note_max_chars: int = Field(
         500, ge=0, description="Longest free-text note sent with a correction."
     )
@@ -117,6 +127,19 @@ class ServiceSettings(BaseSettings):
         gt=0,
         le=1,
         description="Most of its wall time the shadow thread may spend running the candidate.",
+    )
+    # ~600 bytes a record: 1 GiB is ~1.8 M predictions (about two days at 10 req/s).
+    prediction_log_max_mb: float = Field(
+        1024.0, ge=0, description="Most MB of prediction-log files; past it the oldest go; 0: none."
+    )
+    prediction_log_retention_days: float = Field(
+        30.0, ge=0, description="Prediction-log files older than this are removed; 0: forever."
+    )
+    # Headers that never finish (http/server_options.py): uvicorn has no bound on them.
+    header_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers (408 after).",
     )
     explain_method: str = Field(
         "auto", description="Heatmap method: gradcam, occlusion, or auto (per backend)."

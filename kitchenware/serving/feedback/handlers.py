@@ -33,7 +33,11 @@ from kitchenware.serving.feedback.explain import (
     overlay_image,
     png_bytes,
 )
-from kitchenware.serving.feedback.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.feedback.predictionlog import (
+    PredictionLogBound,
+    PredictionRecord,
+    prediction_record,
+)
 from kitchenware.serving.feedback.recorder import (
     FLUSH_INTERVAL_S,
     PredictionRecorder,
@@ -110,7 +114,11 @@ class FeedbackLoop:
         with contextlib.suppress(StoreUnavailable):
             logger.info("feedback store: %s", self.store.get().describe())
         self.recorder = PredictionRecorder(
-            self.store, self.describe, settings.prediction_log, self.health
+            self.store,
+            self.describe,
+            settings.prediction_log,
+            self.health,
+            PredictionLogBound.from_settings(settings),
         )
         self.store_threads = anyio.CapacityLimiter(STORE_THREADS)
 

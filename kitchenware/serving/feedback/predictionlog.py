@@ -1,9 +1,15 @@
 """The prediction log: one record per classified image, through `bentoml.monitor`.
 
-BentoML's default monitor exporter writes rotating JSON lines under
-`monitoring/<name>/data/`; its `otlp` type sends the same records to an OpenTelemetry
-collector (see the README). Each record carries the request id, so corrections sent to
-/feedback join the predictions they correct.
+BentoML's default monitor exporter writes JSON lines under `monitoring/<name>/data/`, one
+file per worker (`data.<worker>.log`) that it renames once a day (`data.<worker>.log.<date>`)
+and never removes; its `otlp` type sends the same records to an OpenTelemetry collector (see
+the README). Each record carries the request id, so corrections sent to /feedback join the
+predictions they correct.
+
+`PredictionLogBound` bounds those files in time and size, from the recorder's writer thread
+(never on the answer path): a worker starts a new file once its own passes a sixteenth of
+the size bound, and the oldest closed files go first when the folder is over the bound or
+older than the retention. Files still open (`data.<worker>.log`) are never removed.
 
 Shadow mode (serving/inference/shadow.py) adds records of its own to the same log:
 `record` "shadow", the served label beside the candidate's (`shadow_*`). They are separate
@@ -14,14 +20,23 @@ of a process through one logger, so a second monitor name would take over the fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
+from kitchenware.serving.metrics import count_removed
+
+logger = logging.getLogger("kitchenware.predictionlog")
+MONITOR_LOGGER = "bentoml_monitor_data"  # the logger BentoML's default monitor writes through
+SEGMENTS = 16  # a worker's file is closed past 1/SEGMENTS of the bound: removals stay small
+SCAN_INTERVAL_S = 60.0  # other workers' files and the age bound: looked at this often
 
 
 @dataclass(frozen=True)
@@ -124,3 +139,79 @@ def log_predictions(name: str, records: list[PredictionRecord]) -> None:
     with bentoml.monitor(name) as monitor:
         for column, role, kind, value in columns:
             monitor.log_batch([value(record) for record in records], column, role, kind)
+
+
+class PredictionLogBound:
+    """Keeps the prediction log's files under `max_bytes` and `max_age_s` (0: no bound)."""
+
+    def __init__(self, max_bytes: int, max_age_s: float) -> None:
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._scanned = -SCAN_INTERVAL_S
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PredictionLogBound:
+        return cls(
+            int(settings.prediction_log_max_mb * 1024 * 1024),
+            settings.prediction_log_retention_days * 86400.0,
+        )
+
+    def after_write(self) -> None:
+        """In the writer thread, after a batch of records went to the log."""
+        handler = _log_file_handler()
+        if handler is None or not (self.max_bytes or self.max_age_s):
+            return  # the log is off, or sent elsewhere (otlp)
+        rotated = bool(self.max_bytes) and _file_size(handler) >= self.max_bytes / SEGMENTS
+        if rotated:
+            _start_new_file(handler)
+        if rotated or time.monotonic() - self._scanned >= SCAN_INTERVAL_S:
+            self._scanned = time.monotonic()
+            self.prune(Path(handler.baseFilename).parent)
+
+    def prune(self, folder: Path, now: float | None = None) -> None:
+        """Remove closed files past the age bound, then the oldest until under the size bound."""
+        now = time.time() if now is None else now
+        files = []
+        for path in folder.glob("data.*.log*"):
+            with contextlib.suppress(FileNotFoundError):
+                facts = path.stat()
+                files.append((facts.st_mtime, facts.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for mtime, size, path in sorted(files):  # oldest first: a file's mtime is its last record
+            if path.suffix == ".log":
+                continue  # a worker's open file
+            expired = bool(self.max_age_s) and now - mtime > self.max_age_s
+            if not expired and not (self.max_bytes and total > self.max_bytes):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another worker was quicker
+                path.unlink()
+                count_removed("prediction_log_file", "age" if expired else "size", 1, size)
+            total -= size
+
+
+def _log_file_handler() -> logging.FileHandler | None:
+    for handler in logging.getLogger(MONITOR_LOGGER).handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler
+    return None
+
+
+def _file_size(handler: logging.FileHandler) -> int:
+    stream = handler.stream
+    return int(stream.tell()) if stream is not None and not stream.closed else 0
+
+
+def _start_new_file(handler: logging.FileHandler) -> None:
+    """Close this worker's file under a dated name; the handler opens a new one on its next
+    record (FileHandler re-opens a closed stream by itself). The names differ from BentoML's
+    daily ones (`.<date>`), which its own rollover would overwrite."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
+    handler.acquire()
+    try:
+        if handler.stream is not None:
+            handler.stream.close()
+            handler.stream = None
+        with contextlib.suppress(FileNotFoundError):
+            Path(handler.baseFilename).rename(f"{handler.baseFilename}.{stamp}")
+    finally:
+        handler.release()

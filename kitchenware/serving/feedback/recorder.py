@@ -24,7 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kitchenware.serving.feedback.predictionlog import PredictionRecord, log_predictions
+from kitchenware.serving.feedback.predictionlog import (
+    PredictionLogBound,
+    PredictionRecord,
+    log_predictions,
+)
 from kitchenware.serving.feedback.store import FeedbackStore, UnkeptPrediction
 from kitchenware.serving.feedback.storefaults import StoreHealth, StoreOpener, StoreUnavailable
 from kitchenware.serving.metrics import PREDICTIONS_NOT_KEPT
@@ -58,10 +62,12 @@ class PredictionRecorder:
         describe: Callable[[QueuedPrediction], PredictionRecord],
         log_name: str,
         health: StoreHealth,
+        log_bound: PredictionLogBound | None = None,
     ) -> None:
         self.store = store
         self.describe = describe
         self.log_name = log_name
+        self.log_bound = log_bound  # its files' size and age, kept here, off the answer path
         self.health = health
         self.queue_health = StoreHealth(
             "the prediction queue",
@@ -208,6 +214,8 @@ class PredictionRecorder:
             # A fresh context per batch: bentoml.monitor keeps its record in context
             # variables, and one failed record must not poison the thread's next ones.
             contextvars.Context().run(log_predictions, self.log_name, records)
+            if self.log_bound is not None and records:
+                self.log_bound.after_write()
         except Exception as exc:  # the log must never fail a prediction
             self.log_health.failed(exc, "prediction_log")
         else:

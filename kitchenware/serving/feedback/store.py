@@ -19,6 +19,13 @@ before its row, so a row never points at a missing photo. Predictions (and the p
 they use) are kept for `prediction_retention_hours`; corrections for
 `feedback_retention_days` (0: forever). Predictions that could not be kept leave a short
 note (`unkept_predictions`) so a later correction hears "not kept because ...", not 404.
+
+The photo folder also has a size bound (`images_max_bytes`), kept by the writer thread of
+the recorder (never on the answer path): past it, the photos of the oldest predictions are
+removed (their rows stay, marked not kept, with a note saying why) until the folder is back
+under 90 % of it. A photo a correction uses is never removed by it: the removal and a
+correction's insert take the same lock (SQLite's write lock, a PostgreSQL advisory lock)
+and each looks at the other's rows inside it.
 """
 
 from __future__ import annotations
@@ -46,12 +53,20 @@ from kitchenware.serving.feedback.storefaults import (
     STATEMENT_TIMEOUT_S,
 )
 from kitchenware.serving.http.errors import ClientError
+from kitchenware.serving.metrics import count_removed
 
 logger = logging.getLogger("kitchenware.feedback")
 
 FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 FORMAT_EXTENSIONS |= {"TIFF": "tif", "GIF": "gif"}
 PURGE_INTERVAL_S = 3600.0
+# The size bound is checked after a worker wrote this share of it in new photos, or a minute
+# after its last check while photos arrive (other workers' photos count too); it removes
+# down to LOW_WATER of the bound, so removals come in batches, not one per photo.
+SIZE_CHECK_SHARE = 0.02
+SIZE_CHECK_INTERVAL_S = 60.0
+LOW_WATER = 0.9
+IN_FLIGHT_S = 60.0  # a photo this young may be waiting for its row: never an orphan yet
 DEFAULT_DIRNAME = "kitchenware-feedback"
 
 metadata = sa.MetaData()
@@ -204,6 +219,14 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
 
 
 SCHEMA_LOCK_KEY = 0x6B697463  # pg_advisory_xact_lock key: one schema creator at a time
+PHOTO_LOCK_KEY = 0x6B697464  # a photo removal and a correction's insert, one at a time
+
+
+def lock_photos(connection: sa.Connection) -> None:
+    """Inside a transaction: wait for any photo removal or correction in progress. SQLite
+    needs nothing (the first write of the transaction takes the database's one write lock)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(PHOTO_LOCK_KEY)))
 
 
 def create_schema(engine: sa.Engine, attempts: int = 5) -> None:
@@ -269,6 +292,7 @@ class FeedbackStore:
         keep_prediction_images: bool = True,
         prediction_retention_s: float = 24 * 3600.0,
         feedback_retention_s: float = 0.0,
+        images_max_bytes: int = 0,
     ) -> None:
         self.url = url or default_url()
         parsed = engine_url(self.url)
@@ -288,6 +312,10 @@ class FeedbackStore:
         self.keep_prediction_images = keep_prediction_images
         self.prediction_retention_s = prediction_retention_s
         self.feedback_retention_s = feedback_retention_s
+        self.images_max_bytes = images_max_bytes
+        self._written_since_check = 0  # bytes of new photos since the last size check
+        self._last_size_check = time.monotonic()
+        self._last_bound_log = -PURGE_INTERVAL_S
         self.engine = make_engine(parsed, "FULL")  # corrections: durable before the answer
         self.prediction_engine = (  # predictions: group commits without fsync
             make_engine(parsed, "NORMAL") if db_file is not None else self.engine
@@ -304,6 +332,7 @@ class FeedbackStore:
             keep_prediction_images=settings.keep_prediction_images,
             prediction_retention_s=settings.prediction_retention_hours * 3600.0,
             feedback_retention_s=settings.feedback_retention_days * 86400.0,
+            images_max_bytes=int(settings.feedback_images_max_mb * 1024 * 1024),
         )
 
     def describe(self) -> str:
@@ -353,7 +382,9 @@ class FeedbackStore:
             kept = self.keep_prediction_images and bool(record.image_format)
             if kept:
                 try:
-                    atomic_write(self.image_path(record.image_sha256, ext), data, durable=False)
+                    path = self.image_path(record.image_sha256, ext)
+                    if atomic_write(path, data, durable=False):
+                        self._written_since_check += len(data)
                 except OSError as exc:  # e.g. the photo folder full, the database elsewhere
                     kept = False
                     photo_errors.append(exc)
@@ -385,6 +416,7 @@ class FeedbackStore:
                 if values:
                     connection.execute(self._insert_new(table), values)
         self.maybe_purge()
+        self.maybe_bound_photos()
         return photo_errors
 
     def _insert_new(self, table: sa.Table) -> Any:
@@ -404,13 +436,7 @@ class FeedbackStore:
             transaction.rollback()
 
     def raise_if_unkept(self, request_id: str, position: int, where: str) -> None:
-        with self.engine.connect() as connection:
-            reason = connection.execute(
-                sa.select(unkept_predictions.c.reason).where(
-                    unkept_predictions.c.request_id == request_id,
-                    unkept_predictions.c.position == position,
-                )
-            ).scalar()
+        reason = self.unkept_reason(request_id, position)
         if reason is not None:
             raise not_kept_error(where, reason)
 
@@ -463,12 +489,15 @@ class FeedbackStore:
                 )
             predicted, model = row.label, row.model
             if image is None and not row.image_kept:
+                why = self.unkept_reason(request_id, position) or (
+                    "KITCHENWARE_KEEP_PREDICTION_IMAGES=false, or the photo folder could not "
+                    "be written"
+                )
                 raise FeedbackError(
                     400,
                     "image_not_kept",
-                    f"The photo of {where} was not kept (KITCHENWARE_KEEP_PREDICTION_IMAGES="
-                    "false, or the photo folder could not be written): send the image with "
-                    "the correction.",
+                    f"The photo of {where} was not kept ({why}): send the image with the "
+                    "correction.",
                 )
         elif image is None:
             raise FeedbackError(
@@ -482,11 +511,6 @@ class FeedbackStore:
         else:
             assert row is not None
             sha256, ext = row.image_sha256, row.image_ext
-            if not self.image_path(sha256, ext).is_file():
-                raise FeedbackError(
-                    404, "image_gone", f"The photo of request_id '{request_id}' is gone."
-                )
-            sync_file(self.image_path(sha256, ext))  # kept without fsync; durable before the ack
         key = (
             f"prediction:{request_id}:{position}"
             if request_id is not None
@@ -506,9 +530,13 @@ class FeedbackStore:
         }
         try:
             with self.engine.begin() as connection:
+                lock_photos(connection)
                 new_id: int = connection.execute(
                     feedback.insert().values(**values).returning(feedback.c.id)
                 ).scalar_one()
+                # Under the lock: a removal that ran before this insert may have taken the
+                # photo; after it, no removal can (it sees this row). Durable before the ack.
+                self._photo_for_correction(sha256, ext, image, request_id)
         except IntegrityError as exc:
             existing = self._feedback_by_key(key)
             what = (
@@ -524,6 +552,32 @@ class FeedbackStore:
         return FeedbackRecord(
             id=int(new_id), **{k: v for k, v in values.items() if k != "dedup_key"}
         )
+
+    def _photo_for_correction(
+        self, sha256: str, ext: str, image: bytes | None, request_id: str | None
+    ) -> None:
+        path = self.image_path(sha256, ext)
+        if path.is_file():
+            sync_file(path)  # a prediction's photo was kept without fsync
+        elif image is not None:
+            atomic_write(path, image)
+        else:
+            raise FeedbackError(
+                404,
+                "image_gone",
+                f"The photo of request_id '{request_id}' is gone (removed by the retention "
+                "or size bound as the correction arrived); send the image with the correction.",
+            )
+
+    def unkept_reason(self, request_id: str, position: int) -> str | None:
+        with self.engine.connect() as connection:
+            reason: str | None = connection.execute(
+                sa.select(unkept_predictions.c.reason).where(
+                    unkept_predictions.c.request_id == request_id,
+                    unkept_predictions.c.position == position,
+                )
+            ).scalar()
+        return reason
 
     def _feedback_by_key(self, key: str) -> FeedbackRecord | None:
         with self.engine.connect() as connection:
@@ -558,7 +612,9 @@ class FeedbackStore:
         """Drop expired predictions and corrections, then photos nothing refers to."""
         now = time.time() if now is None else now
         removed = {"predictions": 0, "feedback": 0, "images": 0}
+        photos = self._photo_files()
         with self.engine.begin() as connection:
+            lock_photos(connection)
             removed["predictions"] = connection.execute(
                 predictions.delete().where(
                     predictions.c.created_at < now - self.prediction_retention_s
@@ -573,20 +629,155 @@ class FeedbackStore:
                 removed["feedback"] = connection.execute(
                     feedback.delete().where(feedback.c.created_at < now - self.feedback_retention_s)
                 ).rowcount
-        with self.engine.connect() as connection:
-            used: set[str] = set(
-                connection.execute(sa.select(predictions.c.image_sha256)).scalars()
-            )
-            used |= set(connection.execute(sa.select(feedback.c.image_sha256)).scalars())
-        for path in self.images_dir.glob("*/*.*"):
-            if path.name.startswith("."):
-                continue
-            if path.stem not in used and now - path.stat().st_mtime > 60:  # not one in flight
-                path.unlink(missing_ok=True)
-                removed["images"] += 1
+            used = self._photos_in_use(connection)
+            unused = [
+                photo
+                for sha, files in photos.items()
+                if sha not in used
+                for photo in files
+                if now - photo.mtime > IN_FLIGHT_S  # not one waiting for its row
+            ]
+            removed["images"], size = unlink_photos(unused)
+        count_removed("prediction", "age", removed["predictions"])
+        count_removed("correction", "age", removed["feedback"])
+        count_removed("photo", "age", removed["images"], size)
         if any(removed.values()):
             logger.info("feedback store: purged %s", removed)
         return removed
+
+    # -- the size bound of the photo folder -----------------------------------------------
+
+    def maybe_bound_photos(self) -> None:
+        """After a batch of predictions: check the folder's size when enough was written."""
+        if not self.images_max_bytes or not self._written_since_check:
+            return
+        share = self._written_since_check >= self.images_max_bytes * SIZE_CHECK_SHARE
+        if share or time.monotonic() - self._last_size_check >= SIZE_CHECK_INTERVAL_S:
+            self._written_since_check, self._last_size_check = 0, time.monotonic()
+            try:
+                self.bound_photos()
+            except Exception:  # housekeeping: the next check tries again
+                logger.exception("feedback store: the photo folder's size bound failed")
+
+    def bound_photos(self, now: float | None = None) -> tuple[int, int]:
+        """If the photo folder holds more than `images_max_bytes`, remove the photos of the
+        oldest predictions (by their latest use; photos no row refers to first) until it is
+        under LOW_WATER of it. Never a photo a correction uses. Returns (photos, bytes)."""
+        now = time.time() if now is None else now
+        photos = self._photo_files()
+        total = sum(photo.size for files in photos.values() for photo in files)
+        if total <= self.images_max_bytes:
+            return 0, 0
+        with self.engine.connect() as connection:
+            last_use = connection.execute(
+                sa.select(predictions.c.image_sha256, sa.func.max(predictions.c.created_at))
+                .where(predictions.c.image_kept)
+                .group_by(predictions.c.image_sha256)
+            ).all()
+            used = self._photos_in_use(connection)
+            corrected: set[str] = set(
+                connection.execute(sa.select(feedback.c.image_sha256)).scalars()
+            )
+        oldest_first = sorted(
+            [(when, sha) for sha, when in last_use]
+            + [  # photos of predictions whose rows were never written (a store fault)
+                (min(photo.mtime for photo in files), sha)
+                for sha, files in photos.items()
+                if sha not in used and now - max(photo.mtime for photo in files) > IN_FLIGHT_S
+            ]
+        )
+        excess, chosen = total - LOW_WATER * self.images_max_bytes, []
+        for _, sha in oldest_first:
+            if excess <= 0:
+                break
+            if sha in photos and sha not in corrected:
+                chosen.append(sha)
+                excess -= sum(photo.size for photo in photos[sha])
+        mb = self.images_max_bytes / 1024 / 1024
+        reason = (
+            f"it was removed at {time.strftime('%H:%M', time.gmtime(now))} UTC to keep the "
+            f"photo folder under KITCHENWARE_FEEDBACK_IMAGES_MAX_MB={mb:g}"
+        )
+        count = size = 0
+        for start in range(0, len(chosen), 500):  # SQLite's bound parameters
+            batch = chosen[start : start + 500]
+            with self.engine.begin() as connection:
+                lock_photos(connection)
+                # The rows stay (label, probabilities): a correction by id is told why the
+                # photo is gone, and a correction that sends the photo still joins them.
+                connection.execute(
+                    self._insert_new(unkept_predictions).from_select(
+                        ["request_id", "position", "created_at", "reason"],
+                        sa.select(
+                            predictions.c.request_id,
+                            predictions.c.position,
+                            predictions.c.created_at,
+                            sa.literal(reason, sa.String),
+                        ).where(predictions.c.image_sha256.in_(batch), predictions.c.image_kept),
+                    )
+                )
+                connection.execute(
+                    predictions.update()
+                    .where(predictions.c.image_sha256.in_(batch))
+                    .values(image_kept=False)
+                )
+                corrected_now: set[str] = set(  # under the lock: corrections committed so far
+                    connection.execute(
+                        sa.select(feedback.c.image_sha256).where(feedback.c.image_sha256.in_(batch))
+                    ).scalars()
+                )
+                removed = unlink_photos(
+                    [photo for sha in batch if sha not in corrected_now for photo in photos[sha]]
+                )
+            count, size = count + removed[0], size + removed[1]
+        count_removed("photo", "size", count, size)
+        if time.monotonic() - self._last_bound_log < PURGE_INTERVAL_S:
+            return count, size  # one line an hour; the metric counts every removal
+        self._last_bound_log = time.monotonic()
+        logger.info(
+            "feedback store: the photo folder held %.1f MB, over its bound of %g MB "
+            "(KITCHENWARE_FEEDBACK_IMAGES_MAX_MB): removed the photos of the %d oldest "
+            "predictions (%.1f MB)",
+            total / 1024 / 1024,
+            mb,
+            count,
+            size / 1024 / 1024,
+        )
+        return count, size
+
+    def _photo_files(self) -> dict[str, list[PhotoFile]]:
+        """Every stored photo by sha256 (temp files, which start with a dot, left out)."""
+        found: dict[str, list[PhotoFile]] = {}
+        for path in self.images_dir.glob("*/*.*"):
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                facts = path.stat()
+                found.setdefault(path.stem, []).append(
+                    PhotoFile(path, facts.st_size, facts.st_mtime)
+                )
+        return found
+
+    @staticmethod
+    def _photos_in_use(connection: sa.Connection) -> set[str]:
+        used: set[str] = set(connection.execute(sa.select(predictions.c.image_sha256)).scalars())
+        return used | set(connection.execute(sa.select(feedback.c.image_sha256)).scalars())
+
+
+class PhotoFile(NamedTuple):
+    path: Path
+    size: int
+    mtime: float
+
+
+def unlink_photos(photos: list[PhotoFile]) -> tuple[int, int]:
+    """Remove these files; (how many, bytes) of those this call removed."""
+    count = size = 0
+    for photo in photos:
+        with contextlib.suppress(FileNotFoundError):  # another worker was quicker
+            photo.path.unlink()
+            count, size = count + 1, size + photo.size
+    return count, size
 
 
 def _record(row: sa.Row[Any]) -> FeedbackRecord:

@@ -1,4 +1,5 @@
-"""Two uvicorn timeouts BentoML 1.4 only takes as hidden `bentoml serve` flags.
+"""Two uvicorn timeouts BentoML 1.4 only takes as hidden `bentoml serve` flags, and one
+uvicorn does not have.
 
 - Keep-alive: uvicorn closes a connection idle for 5 s. A pooled client (httpx expires
   idle connections after 5 s too, aiohttp after 15 s) that sends its next request just as
@@ -16,19 +17,102 @@ the generated container runs a plain `bentoml serve`. A user's plain `bentoml se
 keep uvicorn's 5 s. So `apply_server_options` changes uvicorn's defaults in the worker
 process only (service.py calls it at import, before BentoML's worker builds its
 uvicorn.Config); the flags, when given, still win (an explicit value other than uvicorn's 5).
+
+- Headers that never finish: uvicorn (0.54, httptools or h11) arms no timer while a
+  request's headers arrive, nor on a new connection that sends nothing (its keep-alive
+  timer starts only after a response, and any byte cancels it), and h11's size limit does
+  not bound time. Measured on a served instance: a connection sending one header byte a
+  second was still open after minutes. `HeaderDeadline` is a subclass of the HTTP protocol
+  uvicorn would pick, passed as `uvicorn.Config(http=...)` (a documented form of that
+  option): a connection gets `header_timeout_s` from its first byte (or from its opening)
+  to the end of the request's headers, then a 408 and close, as nginx's
+  client_header_timeout does. The body has its own bound (uploads.py, the minimum rate).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 from typing import Any
+
+from kitchenware.serving.http.errors import error_body
 
 UVICORN_DEFAULT_KEEP_ALIVE_S = 5
 
 
-def apply_server_options(*, keep_alive_s: int, graceful_shutdown_s: int) -> None:
+def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's auto HTTP protocol, closing a connection whose request headers take longer
+    than `header_timeout_s`."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base: Any = AutoHTTPProtocol
+    body = json.dumps(
+        error_body(
+            f"The request headers did not arrive within {header_timeout_s:g} s "
+            "(KITCHENWARE_HEADER_TIMEOUT_S); the connection is closed.",
+            "header_timeout",
+            limit=header_timeout_s,
+        )
+    ).encode()
+    answer = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    class HeaderDeadline(base):
+        # Both uvicorn protocols make a new `cycle` when a request's headers are complete,
+        # and set `cycle.response_complete` when its answer is sent: between the two the
+        # deadline is off; from the next byte on it runs again.
+        _header_timer: asyncio.TimerHandle | None = None
+        _cycle_at_start: object = None
+        _bytes_since_start = 0
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._start_deadline()  # a connection that never sends a byte is bounded too
+
+        def data_received(self, data: bytes) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete
+            if self._header_timer is None and waiting:
+                self._start_deadline()
+            self._bytes_since_start += len(data)
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._cycle_at_start:
+                self._stop_deadline()  # headers complete: the body gate takes over
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_deadline()
+            super().connection_lost(exc)
+
+        def _start_deadline(self) -> None:
+            self._cycle_at_start, self._bytes_since_start = self.cycle, 0
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _stop_deadline(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            transport = self.transport
+            if transport.is_closing() or transport.get_protocol() is not self:
+                return  # closed already, or upgraded (websocket): not ours any more
+            if self._bytes_since_start:  # a request had begun: say why it ends
+                transport.write(answer)
+            transport.close()
+
+    return HeaderDeadline
+
+
+def apply_server_options(
+    *, keep_alive_s: int, graceful_shutdown_s: int, header_timeout_s: float | None = None
+) -> None:
     """Make uvicorn.Config default to these timeouts in this process (idempotent)."""
     import uvicorn.config
+
+    protocol = header_deadline_protocol(header_timeout_s) if header_timeout_s else None
 
     config_cls: Any = uvicorn.config.Config
     original = getattr(config_cls.__init__, "__wrapped__", config_cls.__init__)
@@ -42,6 +126,8 @@ def apply_server_options(*, keep_alive_s: int, graceful_shutdown_s: int) -> None
             kwargs["timeout_keep_alive"] = keep_alive_s
         if kwargs.get("timeout_graceful_shutdown") is None:
             kwargs["timeout_graceful_shutdown"] = graceful_shutdown_s
+        if protocol is not None and kwargs.get("http", "auto") == "auto":
+            kwargs["http"] = protocol
         original(self, *args, **kwargs)
 
     config_cls.__init__ = init
