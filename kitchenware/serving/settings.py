@@ -66,6 +66,14 @@ class ServiceSettings(BaseSettings):
     upload_grace_s: float = Field(
         10.0, gt=0, description="Seconds an upload may take before its rate is checked."
     )
+    # Headers that never finish (http/server_options.py): uvicorn bounds neither a request's
+    # header phase nor a new connection that sends nothing. 15 s: nginx's default
+    # client_header_timeout is 60 s; a phone sends its headers in one packet.
+    header_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers (408 after).",
+    )
     # uvicorn closed idle connections after 5 s, racing pooled clients (server_options.py).
     keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connection lifetime.")
     graceful_shutdown_s: int = Field(
@@ -108,6 +116,13 @@ class ServiceSettings(BaseSettings):
         "kitchenware_predictions",
         description="bentoml.monitor name of the prediction log; empty: off.",
     )
+    # ~600 bytes a record: 1 GiB is ~1.8 M predictions (about two days at 10 req/s).
+    prediction_log_max_mb: float = Field(
+        1024.0, ge=0, description="Most MB of prediction-log files; past it the oldest go; 0: none."
+    )
+    prediction_log_retention_days: float = Field(
+        30.0, ge=0, description="Prediction-log files older than this are removed; 0: forever."
+    )
     # Shadow mode (kitchenware/serving/inference/shadow.py): a candidate model answers a sample
     # of live requests beside the served one, off the answer path; its labels go to the
     # prediction log and /metrics, never to a client.
@@ -127,19 +142,6 @@ class ServiceSettings(BaseSettings):
         gt=0,
         le=1,
         description="Most of its wall time the shadow thread may spend running the candidate.",
-    )
-    # ~600 bytes a record: 1 GiB is ~1.8 M predictions (about two days at 10 req/s).
-    prediction_log_max_mb: float = Field(
-        1024.0, ge=0, description="Most MB of prediction-log files; past it the oldest go; 0: none."
-    )
-    prediction_log_retention_days: float = Field(
-        30.0, ge=0, description="Prediction-log files older than this are removed; 0: forever."
-    )
-    # Headers that never finish (http/server_options.py): uvicorn has no bound on them.
-    header_timeout_s: float = Field(
-        15.0,
-        gt=0,
-        description="Seconds a connection may take to send a request's headers (408 after).",
     )
     explain_method: str = Field(
         "auto", description="Heatmap method: gradcam, occlusion, or auto (per backend)."

@@ -201,3 +201,33 @@ def test_an_immutable_store_folder_is_an_error_not_a_sigbus(tmp_path: Path) -> N
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.count("refused:") == 6, done.stdout
+
+
+def test_the_size_bound_removes_the_oldest_prediction_photos_never_a_correction(
+    store: FeedbackStore,
+) -> None:
+    """Real files: past the bound the oldest predictions' photos go (their rows stay, and a
+    correction by id hears why); a photo a correction uses stays however old."""
+    photos = [image_bytes(None, size=(40, 40), seed=seed) for seed in range(12)]
+    start = time.time() - 3600
+    for n, photo in enumerate(photos):
+        scores = {name: 1 / len(CLASS_NAMES) for name in CLASS_NAMES}
+        record = prediction_record(f"p{n}", 0, photo, scores, "m", "openvino", 1.0, start + n)
+        store.record_predictions([record], [photo])
+    store.add_feedback("cup", request_id="p0")  # the oldest, corrected
+    store.images_max_bytes = sum(map(len, photos[6:])) + len(photos[0])  # room for 7
+
+    removed, size = store.bound_photos()
+
+    on_disk = sum(path.stat().st_size for path in stored_files(store))
+    kept = {path.stem for path in stored_files(store)}
+    shas = [prediction_record("x", 0, p, scores, "m", "o", 1.0).image_sha256 for p in photos]
+    assert on_disk <= store.images_max_bytes and removed >= 5 and size > 0
+    assert shas[0] in kept and {shas[-1], shas[-2]} <= kept  # corrected, and the newest
+    assert not kept & set(shas[1:5])  # the oldest uncorrected went first
+    with pytest.raises(FeedbackError) as caught:
+        store.add_feedback("cup", request_id="p1")
+    assert caught.value.reason == "image_not_kept"
+    assert "KITCHENWARE_FEEDBACK_IMAGES_MAX_MB" in caught.value.message
+    assert store.add_feedback("cup", request_id="p2", image=photos[2]).image_sha256 == shas[2]
+    assert (store.images_dir / shas[2][:2] / f"{shas[2]}.png").is_file()  # written again
