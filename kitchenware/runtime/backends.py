@@ -152,7 +152,7 @@ def _load_and_check(model_dir: Path, name: str) -> tuple[Backend, dict[str, str]
 
 def _startup_check(model_dir: Path, backend: Backend) -> tuple[dict[str, str], str | None]:
     """Run the gate rule on this CPU: (runtime-info entries, failure reason or None)."""
-    from kitchenware.runtime.startup_check import read_reference_slice, run_check
+    from kitchenware.runtime.startup_check import read_reference_slice, run_check_once_per_server
 
     manifest = read_manifest(model_dir)
     if backend.name == TENSORFLOW or manifest is None or backend.name not in manifest.artifacts:
@@ -160,13 +160,18 @@ def _startup_check(model_dir: Path, backend: Backend) -> tuple[dict[str, str], s
     reference = read_reference_slice(model_dir)
     if reference is None:
         return {"startup_check": "not run (no reference slice: re-import the model)"}, None
-    result, seconds = run_check(backend, reference, manifest.artifacts[backend.name].gate.rule)
+    rule = manifest.artifacts[backend.name].gate.rule
+    checked = run_check_once_per_server(model_dir, backend, reference, rule)
+    result, seconds = checked.result, checked.seconds
     outcome = "passed" if result.passed else "failed"
-    logger.info("start-up check on this CPU, %.2f s: %s", seconds, result.reason)
+    by = "another worker of this server" if checked.shared else "this worker"
+    logger.info("start-up check on this CPU, %.2f s (run by %s): %s", seconds, by, result.reason)
     startup = {
         "startup_check": f"{outcome} in {seconds:.2f} s on {result.images} images",
         "startup_check_numbers": result.reason,
     }
+    if checked.shared:
+        startup["startup_check"] += " (run by another worker of this server)"
     return startup, None if result.passed else result.reason
 
 
@@ -195,7 +200,9 @@ class CheckedBackend:
         return self.backend.predict_arrays(batch)
 
     def warm_up(self) -> None:
+        started = time.perf_counter()
         self.backend.warm_up()
+        self.startup["warm_up_seconds"] = f"{time.perf_counter() - started:.2f}"
 
     def runtime_info(self) -> dict[str, str]:
         return {**self.backend.runtime_info(), **self.startup}

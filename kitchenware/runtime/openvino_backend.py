@@ -10,8 +10,11 @@ its precision explicitly (`INFERENCE_PRECISION_HINT`) and reports what the plugi
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from kitchenware.runtime.artifacts import (
 )
 from kitchenware.runtime.metadata import MetadataBacked, ModelMetadata, read_servable_metadata
 from kitchenware.runtime.preprocessing import image_batch
+
+logger = logging.getLogger("kitchenware.backends")
 
 # LATENCY = one stream using every core for each call: the service batches requests
 # itself, so one big call at a time is the fast path (THROUGHPUT splits cores per stream).
@@ -45,17 +50,22 @@ ENV_MODEL_CACHE = "KITCHENWARE_OPENVINO_CACHE_DIR"
 CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields of /proc/cpuinfo (empty where there is none)."""
+    info: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
 def cpu_description() -> dict[str, Any]:
     """The CPU as far as int8/bf16 care: model name and number, the ISA flags, and what
     OpenVINO's CPU plugin says it can do."""
     import openvino as ov
 
-    info: dict[str, str] = {}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
+    info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return {
@@ -92,6 +102,68 @@ def model_cache_dir() -> Path | None:
     return None
 
 
+# A compiled-model cache made when the container image was built (Dockerfile.openvino.j2:
+# `python -m kitchenware.runtime.openvino_backend SEED MODEL_DIR`), one folder per CPU kind.
+# The running container's cache is an empty tmpfs, so without it every start compiles.
+ENV_CACHE_SEED = "KITCHENWARE_OPENVINO_CACHE_SEED"
+
+
+def cpu_kind() -> str:
+    """What a compiled blob is only valid for: CPU model, every ISA flag, OpenVINO version."""
+    import openvino as ov
+
+    info = _cpuinfo()
+    facts = [info.get("model name", platform.processor()), info.get("model", "")]
+    facts += [*sorted(info.get("flags", "").split()), ov.get_version()]
+    return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
+
+
+def seed_folder(root: Path, path: Path, config: dict[str, str]) -> Path:
+    """Where the seed keeps the blob of one IR compiled with one config on this CPU kind."""
+    wanted = {k: v for k, v in config.items() if k != "CACHE_DIR"}
+    named = f"{path.resolve()}|{path.stat().st_size}|{sorted(wanted.items())}"
+    return root / cpu_kind() / hashlib.sha256(named.encode()).hexdigest()[:16]
+
+
+def copy_seed(cache: Path, path: Path, config: dict[str, str]) -> None:
+    """Copy the image's blob for this IR and config into the writable cache, if it has one
+    for this CPU kind (another CPU kind compiles as usual: a blob is not portable)."""
+    root = os.environ.get(ENV_CACHE_SEED)
+    folder = seed_folder(Path(root), path, config) if root else None
+    if folder is None or not folder.is_dir():
+        return
+    for blob in folder.iterdir():
+        target = cache / blob.name
+        if not target.exists():  # another worker may be copying it: rename is atomic
+            partial = cache / f".{blob.name}.{os.getpid()}"
+            shutil.copyfile(blob, partial)
+            partial.replace(target)
+
+
+def seed_cache(model_dir: Path, root: Path) -> list[Path]:
+    """Compile the artifact `auto` tries first (the first gated one; int8 22 MB, where fp32
+    is 81 MB: the image stays small) as serving will, keeping its blob under `root` for
+    this CPU kind; run at image build time. Returns the folders made."""
+    from kitchenware.runtime.artifacts import read_manifest
+    from kitchenware.runtime.backends import AUTO_ORDER
+
+    manifest = read_manifest(model_dir)
+    gated = [name for name in AUTO_ORDER if manifest is not None and manifest.passed(name)]
+    made = []
+    for backend in gated[:1]:
+        path = ir_path(model_dir, backend)
+        config = serving_config(PRECISION_OF_BACKEND[backend], DEFAULT_PERFORMANCE_HINT)
+        folder = seed_folder(root, path, config)
+        folder.mkdir(parents=True, exist_ok=True)
+        import openvino as ov
+
+        ov.Core().compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(folder)})
+        for blob in folder.iterdir():  # OpenVINO writes 0440: the service runs as another user
+            blob.chmod(0o444)
+        made.append(folder)
+    return made
+
+
 def cpu_supports_bf16() -> bool:
     """Whether the CPU plugin can run bf16 natively (AVX-512 BF16 or AMX)."""
     import openvino as ov
@@ -100,16 +172,25 @@ def cpu_supports_bf16() -> bool:
     return "BF16" in [str(item) for item in capabilities]
 
 
+def serving_config(precision: str, performance_hint: str) -> dict[str, str]:
+    config = {"PERFORMANCE_HINT": performance_hint, "INFERENCE_PRECISION_HINT": precision}
+    if DEFAULT_STREAMS:
+        config["NUM_STREAMS"] = DEFAULT_STREAMS
+    return config
+
+
 def compile_ir(path: Path, precision: str, performance_hint: str = DEFAULT_PERFORMANCE_HINT) -> Any:
     """Read and compile an IR for the CPU with an explicit precision."""
     import openvino as ov
 
     core = ov.Core()
-    config = {"PERFORMANCE_HINT": performance_hint, "INFERENCE_PRECISION_HINT": precision}
-    if DEFAULT_STREAMS:
-        config["NUM_STREAMS"] = DEFAULT_STREAMS
+    config = serving_config(precision, performance_hint)
     cache = model_cache_dir()
     if cache is not None:
+        try:
+            copy_seed(cache, path, config)
+        except OSError as exc:  # costs only the compile it would have saved
+            logger.warning("compiled-model seed not used: %s", exc)
         config["CACHE_DIR"] = str(cache)
     # A path, not a read model: with a cache hit OpenVINO imports the blob without the IR.
     return core.compile_model(str(path), "CPU", config)
@@ -197,3 +278,11 @@ class OpenVinoClassifier(MetadataBacked):
 def _short_type(element_type: Any) -> str:
     """OpenVINO's element type as f32 / bf16 / f16 (its str() is "<Type: 'float32'>")."""
     return str(element_type.get_type_name())
+
+
+if __name__ == "__main__":  # image build: python -m kitchenware.runtime.openvino_backend SEED DIR..
+    import sys
+
+    for model in sys.argv[2:]:
+        for folder in seed_cache(Path(model), Path(sys.argv[1])):
+            print(f"compiled-model seed: {folder}")

@@ -7,12 +7,23 @@ decisive gate images, every labelled photo, and fp32's probabilities on them); b
 backend serves, `load_backend` runs it on that slice here and applies the same rule
 (runtime/artifacts.gate_result). ~41 images at 150 px: a few tenths of a second.
 
+The workers of one `bentoml serve` run on the same CPU and load the same artifact, so
+they share one check (`run_check_once_per_server`): the first to get there runs it on
+every core while the others wait on a file lock, then read its verdict. Each worker
+checking alone doubled the check's time at start on 2 cores (both ran it at once), and
+could let two workers serve different artifacts on a borderline slice.
+
 numpy only (plus the backend handed in): the serving process reads it without TensorFlow.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +39,9 @@ SLICE_SEED = 7
 # Tightens (or loosens) the check's mean |dp| bound at serving start: for operators who
 # want a stricter start-up check, and for the forced-failure tests.
 ENV_MAX_MEAN_ABS_DIFF = "KITCHENWARE_CHECK_MAX_MEAN_ABS_DIFF"
+# Verdicts the workers of one server share, in the temp folder (a tmpfs in the container).
+SHARED_VERDICTS = "kitchenware-startup-check"
+STALE_VERDICT_S = 86_400.0  # older ones belong to servers long gone: removed when writing
 
 
 @dataclass
@@ -124,3 +138,81 @@ def run_check(backend: Any, reference: ReferenceSlice, rule: GateRule) -> tuple[
             "failed the accuracy gate", "failed the start-up check on this CPU", 1
         )
     return result, seconds
+
+
+@dataclass
+class CheckOutcome:
+    result: GateResult
+    seconds: float  # how long the check ran (in whichever worker ran it)
+    shared: bool  # True: another worker of this server ran it; this one read its verdict
+
+
+def server_instance() -> str | None:
+    """'<server pid>-<its start time>' inside a BentoML worker, else None.
+
+    BentoML's workers are children of the `bentoml serve` process; its pid plus start time
+    (field 22 of /proc/<pid>/stat) names one server run, even when pids are reused. bentoml
+    is looked up, not imported: outside a server (predict.py, tests) nothing is shared.
+    """
+    bentoml = sys.modules.get("bentoml")
+    context = getattr(bentoml, "server_context", None)
+    if getattr(context, "worker_index", None) is None:
+        return None
+    parent = os.getppid()
+    try:
+        started = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{parent}-{started}"
+
+
+def verdict_key(instance: str, model_dir: Path, backend: str, rule: GateRule) -> str:
+    """Same server, same artifact files, same rule: the same verdict."""
+    files = sorted(Path(model_dir, OPENVINO_DIR).rglob("*"))
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    text = json.dumps([instance, str(Path(model_dir).resolve()), backend, rule.model_dump(), stats])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def run_check_once_per_server(
+    model_dir: Path, backend: Any, reference: ReferenceSlice, rule: GateRule
+) -> CheckOutcome:
+    """run_check, run by one worker per server; the others wait for and reuse its verdict.
+
+    Outside a BentoML worker, or when the temp folder is not writable, every call checks.
+    """
+    instance = server_instance()
+    folder = Path(tempfile.gettempdir()) / SHARED_VERDICTS
+    if instance is None:
+        return CheckOutcome(*run_check(backend, reference, rule), shared=False)
+    key = verdict_key(instance, model_dir, backend.name, check_rule(rule))
+    try:
+        folder.mkdir(exist_ok=True)
+        lock = (folder / f"{key}.lock").open("w")
+    except OSError:
+        return CheckOutcome(*run_check(backend, reference, rule), shared=False)
+    verdict = folder / f"{key}.json"
+    with lock:  # closing the file (or the worker dying) releases the lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            saved = json.loads(verdict.read_text())
+            result = GateResult.model_validate(saved["result"])
+            return CheckOutcome(result, float(saved["seconds"]), shared=True)
+        except (OSError, ValueError, KeyError):
+            pass  # no verdict yet (or a torn one): this worker checks
+        result, seconds = run_check(backend, reference, rule)
+        _write_verdict(folder, verdict, {"result": result.model_dump(), "seconds": seconds})
+        return CheckOutcome(result, seconds, shared=False)
+
+
+def _write_verdict(folder: Path, verdict: Path, content: dict[str, Any]) -> None:
+    try:
+        now = time.time()
+        for old in folder.iterdir():
+            if now - old.stat().st_mtime > STALE_VERDICT_S:
+                old.unlink(missing_ok=True)
+        partial = verdict.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(content))
+        partial.replace(verdict)
+    except OSError:
+        pass  # the other workers then run the check themselves

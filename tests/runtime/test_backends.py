@@ -7,6 +7,7 @@ OpenVINO inference, and a subprocess that proves the OpenVINO path never imports
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -292,6 +293,41 @@ def test_a_stricter_setting_moves_auto_to_the_next_artifact_by_the_rule(
     backend = load_backend(converted, AUTO)
     assert backend.name == under[0]
     assert backend.runtime_info().get("fallback_from", "") == ",".join(above)
+
+
+AS_WORKER = (
+    "import json, sys, bentoml\n"
+    "bentoml.server_context.worker_index = int(sys.argv[2])  # what BentoML sets in a worker\n"
+    "from kitchenware.runtime.backends import load_backend\n"
+    "b = load_backend(sys.argv[1], 'auto')\n"
+    "print(json.dumps({'backend': b.name, 'check': b.runtime_info()['startup_check']}))\n"
+)
+
+
+def test_the_workers_of_one_server_share_one_check(converted: Path, tmp_path: Path) -> None:
+    """Two workers (children of one process) start at once: one checks, the other waits
+    and serves the same artifact; a different rule is a different verdict."""
+
+    def start(worker: int, **env: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-c", AS_WORKER, str(converted), str(worker)]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("KITCHENWARE_")}
+        full = {**clean, "TMPDIR": str(tmp_path), **env}
+        return subprocess.Popen(command, env=full, stdout=subprocess.PIPE, text=True)
+
+    def answer(process: subprocess.Popen[str]) -> dict[str, str]:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    first, second = [answer(p) for p in [start(1), start(2)]]
+    assert first["backend"] == second["backend"] == gated_artifacts(converted)[0]
+    shared = [
+        a["check"].endswith("(run by another worker of this server)") for a in (first, second)
+    ]
+    assert sorted(shared) == [False, True], (first, second)
+    assert all(a["check"].startswith("passed") for a in (first, second))
+    looser = answer(start(1, **{ENV_MAX_MEAN_ABS_DIFF: "0.5"}))
+    assert looser["check"].startswith("passed") and "another worker" not in looser["check"]
 
 
 @pytest.mark.slow

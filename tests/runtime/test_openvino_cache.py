@@ -1,4 +1,5 @@
-"""OpenVINO's compiled-model cache: used where writable, skipped (not fatal) where not.
+"""OpenVINO's compiled-model cache: used where writable, skipped (not fatal) where not;
+seeded from the image's build on the same CPU kind only.
 
 The container's root (and HOME) may be read-only: the service must start without a cache.
 Real compile_model calls on the colour model's IR, in subprocesses with their own env.
@@ -17,6 +18,7 @@ import pytest
 from support.service import build_colour_model
 
 from kitchenware.modelbuild.conversion import ImageSet, build_runtime_artifacts
+from kitchenware.runtime.openvino_backend import ENV_CACHE_SEED, seed_cache
 
 SIZE = 32
 PROBE = (
@@ -25,6 +27,12 @@ PROBE = (
     "from kitchenware.runtime.backends import load_backend\n"
     "b = load_backend(sys.argv[1], 'openvino-fp32')\n"
     "print(json.dumps({'cache': str(model_cache_dir()), 'backend': b.name}))\n"
+)
+FROM_CACHE = (
+    "import json, sys\n"
+    "from kitchenware.runtime.backends import load_backend\n"
+    "b = load_backend(sys.argv[1], 'openvino-fp32')\n"
+    "print(json.dumps({'from_cache': bool(b.compiled.get_property('LOADED_FROM_CACHE'))}))\n"
 )
 
 
@@ -38,10 +46,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def probe(model_dir: Path, **env: str) -> dict[str, str]:
+def probe(model_dir: Path, script: str = PROBE, **env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KITCHENWARE_")}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(model_dir)],
+        [sys.executable, "-c", script, str(model_dir)],
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -71,3 +79,24 @@ def test_no_writable_place_serves_without_a_cache(model_dir: Path, tmp_path: Pat
     not_a_dir.write_text("x")
     found = probe(model_dir, KITCHENWARE_OPENVINO_CACHE_DIR=str(not_a_dir / "cache"))
     assert found == {"cache": "None", "backend": "openvino-fp32"}
+
+
+def test_a_seed_from_the_image_build_skips_the_compile_on_the_same_cpu_kind_only(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """What Dockerfile.openvino.j2 runs at build; the container's cache starts empty."""
+    seed = tmp_path / "seed"
+    (folder,) = seed_cache(model_dir, seed)
+    for name in ("plain", "seeded"):
+        cache = tmp_path / name
+        env = {"KITCHENWARE_OPENVINO_CACHE_DIR": str(cache)}
+        if name == "seeded":
+            env[ENV_CACHE_SEED] = str(seed)
+        loaded = probe(model_dir, FROM_CACHE, **env)
+        assert loaded == {"from_cache": name == "seeded"}, name
+    folder.parent.rename(seed / "another-cpu-kind")  # a blob is not portable across CPUs
+    cache = tmp_path / "other-cpu"
+    loaded = probe(model_dir, FROM_CACHE, KITCHENWARE_OPENVINO_CACHE_DIR=str(cache), **{
+        ENV_CACHE_SEED: str(seed)
+    })  # fmt: skip
+    assert loaded == {"from_cache": False}
