@@ -22,6 +22,7 @@ from kitchenware.serving.feedback.explain import ExplainResponse
 from kitchenware.serving.feedback.handlers import FeedbackAnswer, FeedbackLoop
 from kitchenware.serving.http.answers import answered, request_id, with_status
 from kitchenware.serving.http.auth import startup_line
+from kitchenware.serving.http.fileparts import UploadedFile
 from kitchenware.serving.http.requestid import install_log_filter
 from kitchenware.serving.http.server_options import apply_server_options
 from kitchenware.serving.inference.decoding import BatchClassification, Classification
@@ -89,7 +90,9 @@ class Kitchenware:
         self.loop.close()
 
     @bentoml.api(route=CLASSIFY, output_spec=Classification)
-    async def classify(self, image: Path, ctx: bentoml.Context) -> Classification | JSONResponse:
+    async def classify(
+        self, image: UploadedFile, ctx: bentoml.Context
+    ) -> Classification | JSONResponse:
         """Classify one photo sent as multipart file field `image` (JPEG, PNG, WebP, BMP,
         TIFF or GIF). Returns the label, its confidence, every class's probability and the
         top classes."""
@@ -101,7 +104,7 @@ class Kitchenware:
 
     @bentoml.api(route=CLASSIFY_BATCH, output_spec=BatchClassification)
     async def classify_batch(
-        self, images: list[Path], ctx: bentoml.Context
+        self, images: list[UploadedFile], ctx: bentoml.Context
     ) -> BatchClassification | JSONResponse:
         """Classify several photos sent as repeated multipart file field `images`. Returns
         one result per image, in request order."""

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +152,18 @@ class FeedbackLoop:
     async def arecord(
         self,
         request_id: str | None,
-        photos: list[Path] | list[bytes],
+        photos: Sequence[bytes | Path],
         probabilities: np.ndarray,
         ms: float,
     ) -> None:
-        """Queue the predictions of one request for keeping; returns at once (the photos are
-        read now: BentoML deletes its temp files when the request ends)."""
+        """Queue the predictions of one request for keeping; returns at once (photos on disk
+        are read now: BentoML deletes its temp files when the request ends)."""
         if not request_id:
             return
         data: list[bytes]
-        if len(photos) == 1:  # one file, just written and in the page cache: read it here
+        if all(isinstance(photo, bytes) for photo in photos):  # in memory already
+            data = [photo for photo in photos if isinstance(photo, bytes)]
+        elif len(photos) == 1:  # one file, just written and in the page cache: read it here
             data = [_photo_bytes(photos[0])]
         else:  # a batch may be tens of MB: not on the event loop
             data = await anyio.to_thread.run_sync(lambda: [_photo_bytes(p) for p in photos])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +27,6 @@ WELL_FORMED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "kitchenware_request_id", default=None
 )
-access_logger = logging.getLogger("kitchenware.requests")
 
 
 def new_request_id() -> str:
@@ -78,27 +76,19 @@ class RequestIdMiddleware:
             (HEADER_KEY, request_id.encode()),
         ]
         token = _request_id.set(request_id)
-        started = time.perf_counter()
-        status: list[int] = []
         header = (HEADER_KEY, request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != header[0]]
                 message = {**message, "headers": [*headers, header]}
             await send(message)
 
+        # No access line of our own: BentoML's access log writes one per request (method,
+        # path, status, sizes, time), with this id appended by RequestIdLogFilter.
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_logger.info(
-                "%s %s %s %.1f ms",
-                scope.get("method", ""),
-                scope.get("path", ""),
-                status[0] if status else "-",
-                (time.perf_counter() - started) * 1000,
-            )
             _request_id.reset(token)
 
 

@@ -6,8 +6,9 @@ service.py stays a thin pair of BentoML classes over these functions.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse
 from kitchenware.runtime.metadata import ModelMetadata, read_metadata
 from kitchenware.runtime.preprocessing import ImageDecodeError, preprocess_bytes
 from kitchenware.serving.http.errors import error_answer, error_body
+from kitchenware.serving.http.fileparts import UploadedFile
 from kitchenware.serving.http.uploads import UPLOAD_NAMES_SCOPE_KEY
 from kitchenware.serving.inference.preflight import locate_checked
 from kitchenware.serving.metrics import DECODE_SECONDS, PREDICTIONS, count_rejection
@@ -82,8 +84,21 @@ def decode_upload(data: bytes, image_size: int, name: str, max_pixels: int) -> n
 
 @dataclass(frozen=True)
 class Upload:
-    path: Path
+    """One uploaded image: its bytes (an endpoint's file part) or a file (a task's), and the
+    client's file name."""
+
+    source: bytes | Path
     filename: str | None
+
+    @property
+    def path(self) -> Path:
+        """The file on disk (a task's upload, a zip member); a file part has none."""
+        if isinstance(self.source, bytes):
+            raise TypeError("this upload is in memory, not on disk")
+        return self.source
+
+    def read(self) -> bytes:
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
 
     def label(self, field: str, index: int | None = None) -> str:
         """How an error message names this upload: image 'cup.jpg' or images[2] 'x.png'."""
@@ -91,12 +106,16 @@ class Upload:
         return f"{where} '{self.filename}'" if self.filename else where
 
 
-def uploads_from(paths: list[Path], scope: dict[str, Any] | None) -> list[Upload]:
-    """Pair BentoML's temp files with the client's filenames recorded by UploadGate."""
+def uploads_from(files: Sequence[PurePath], scope: dict[str, Any] | None) -> list[Upload]:
+    """Pair the endpoint's files (in memory, or BentoML's temp files) with the client's
+    filenames recorded by UploadGate."""
     names = (scope or {}).get(UPLOAD_NAMES_SCOPE_KEY)
-    if not isinstance(names, list) or len(names) != len(paths):
-        names = [None] * len(paths)
-    return [Upload(Path(path), name) for path, name in zip(paths, names, strict=True)]
+    if not isinstance(names, list) or len(names) != len(files):
+        names = [None] * len(files)
+    return [
+        Upload(file.data if isinstance(file, UploadedFile) else Path(file), name)
+        for file, name in zip(files, names, strict=True)
+    ]
 
 
 @dataclass
@@ -123,7 +142,7 @@ def decode_uploads(
     for index, upload in enumerate(uploads):
         name = upload.label(field, index if indexed else None)
         try:
-            arrays.append(decode_upload(upload.path.read_bytes(), image_size, name, max_pixels))
+            arrays.append(decode_upload(upload.read(), image_size, name, max_pixels))
         except ImageDecodeError as exc:
             count_rejection(exc.reason)
             failures.append(DecodeFailure(index, upload.filename, exc))

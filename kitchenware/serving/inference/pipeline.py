@@ -11,8 +11,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 import anyio
@@ -41,8 +41,8 @@ from kitchenware.serving.settings import ServiceSettings
 
 logger = logging.getLogger("kitchenware.service")
 
-# (request id, uploaded files, probabilities, milliseconds): the prediction recorder's hook.
-Record = Callable[[str | None, list[Path], np.ndarray, float], Awaitable[None]]
+# (request id, uploaded photos, probabilities, milliseconds): the prediction recorder's hook.
+Record = Callable[[str | None, Sequence[bytes | Path], np.ndarray, float], Awaitable[None]]
 
 
 class ServedFacts:
@@ -143,11 +143,11 @@ class Pipeline:
             return busy_response(settings.retry_after_s)
 
     async def classify(
-        self, paths: list[Path], field: str, scope: Any, record: Record, *, indexed: bool
+        self, files: Sequence[PurePath], field: str, scope: Any, record: Record, *, indexed: bool
     ) -> list[Classification] | JSONResponse:
         """Decode the uploads, classify them in one batcher call, record, answer."""
         started = time.perf_counter()
-        uploads = uploads_from(paths, scope)
+        uploads = uploads_from(files, scope)
         meta = self.served.metadata
         batch, failures = await anyio.to_thread.run_sync(
             lambda: decode_uploads(
@@ -164,7 +164,7 @@ class Pipeline:
         request_id = request_id_of(scope)
         if self.shadow is not None:  # a queue append: the answer never waits for it
             self.shadow.offer(request_id, batch, probabilities)
-        await record(request_id, paths, probabilities, elapsed_ms)
+        await record(request_id, [upload.source for upload in uploads], probabilities, elapsed_ms)
         return self.results(probabilities, uploads, request_id)
 
     async def classify_task(
