@@ -70,6 +70,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )  # fmt: skip
 OTHER = "other"
+EVENT_LOOP = "Runner.run (asyncio/runners.py)"  # the bottom of a worker's event-loop thread
 FILE_OF = re.compile(r"\((.*?)(?::\d+)?\)$")
 
 
@@ -81,6 +82,7 @@ class Profile:
     own: Counter[str] = field(default_factory=Counter)
     anywhere: Counter[str] = field(default_factory=Counter)
     parts: Counter[str] = field(default_factory=Counter)
+    loop_parts: Counter[str] = field(default_factory=Counter)  # the workers' event loops
     per_process: defaultdict[str, Counter[str]] = field(
         default_factory=lambda: defaultdict(Counter)
     )
@@ -125,6 +127,8 @@ def read_collapsed(text: str) -> Profile:
             profile.anywhere[frame] += samples
         part = part_of(frames)
         profile.parts[part] += samples
+        if EVENT_LOOP in frames:
+            profile.loop_parts[part] += samples
         profile.per_process[process_name(everything)][part] += samples
     return profile
 
@@ -146,6 +150,18 @@ def parts_table(profile: Profile) -> list[str]:
         rows.append(f"| {name} | {100 * count / total:.1f}% | " + " | ".join(shares) + " |")
     sums = [f"{100 * sum(profile.per_process[p].values()) / total:.1f}%" for p in processes]
     rows.append("| **process total** | 100% | " + " | ".join(sums) + " |")
+    return rows
+
+
+def loop_table(profile: Profile) -> list[str]:
+    """The event-loop threads alone (the HTTP edge runs there): share of their samples."""
+    total = sum(profile.loop_parts.values()) or 1
+    rows = [
+        f"| part, event-loop threads only ({100 * total / (profile.total or 1):.1f}% of all) "
+        "| share |",
+        "|---|---:|",
+    ]
+    rows += [f"| {n} | {100 * c / total:.1f}% |" for n, c in profile.loop_parts.most_common()]
     return rows
 
 
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     total = profile.total
     text = "\n".join(
         [*header, f"{total} samples", "", "by part (innermost frame that belongs to a part):",
-         *parts_table(profile), "",
+         *parts_table(profile), "", *loop_table(profile), "",
          "self (on CPU at the top of the stack):", *top(profile.own, total, args.top), "",
          "inclusive (anywhere in the stack):", *top(profile.anywhere, total, args.top)]
     )  # fmt: skip

@@ -71,12 +71,15 @@ def form(**fields: str) -> dict[str, tuple[str | None, str | bytes]]:
 
 
 def feedback(
-    server: ServedService, upload: tuple[str, bytes] | None = None, **fields: str
+    server: ServedService,
+    upload: tuple[str, bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: str,
 ) -> httpx.Response:
     files = form(**fields)
     if upload is not None:
         files["image"] = upload
-    return httpx.post(f"{server.url}/feedback", files=files, timeout=30)
+    return httpx.post(f"{server.url}/feedback", files=files, headers=headers, timeout=30)
 
 
 def test_every_answer_carries_a_request_id(server: ServedService) -> None:
@@ -153,10 +156,13 @@ def test_bad_feedback_is_a_clear_4xx_and_stores_nothing(
     rid = classify(server, image_bytes((200, 200, 20))).json()["request_id"]
     before = store.counts()["feedback"]
     fields = {k: v.replace("{rid}", rid) for k, v in data.items()}
-    answer = feedback(server, upload, **fields)
+    request_id = f"feedback-{reason}"
+    answer = feedback(server, upload, {"X-Request-ID": request_id}, **fields)
     assert answer.status_code == status, answer.text
     body = answer.json()
-    assert body["reason"] == reason and body["request_id"] and body["error"].endswith((".", ")"))
+    assert body["reason"] == reason and body["error"].endswith((".", ")"))
+    # The refusal names this request (not the corrected one's id, not none), header and body.
+    assert body["request_id"] == answer.headers["x-request-id"] == request_id
     assert store.counts()["feedback"] == before
 
 
@@ -165,8 +171,9 @@ def test_a_duplicate_correction_is_409(server: ServedService, store: FeedbackSto
     first = feedback(server, label="cup", request_id=rid)
     assert first.status_code == 200
     before = store.counts()["feedback"]
-    again = feedback(server, label="fork", request_id=rid)
+    again = feedback(server, None, {"X-Request-ID": "repeat-1"}, label="fork", request_id=rid)
     assert again.status_code == 409 and again.json()["feedback_id"] == first.json()["feedback_id"]
+    assert again.json()["request_id"] == "repeat-1"
     assert store.counts()["feedback"] == before
 
 

@@ -61,7 +61,7 @@ from kitchenware.serving.feedback.storefaults import (
     StoreUnavailable,
     is_store_fault,
 )
-from kitchenware.serving.http.errors import ClientError, error_body
+from kitchenware.serving.http.errors import ClientError, error_answer, error_body
 
 logger = logging.getLogger("kitchenware.loop")
 
@@ -88,12 +88,21 @@ class FeedbackAnswer(BaseModel):
 
 
 def error_response(status: int, reason: str, message: str, **details: Any) -> JSONResponse:
+    """An error answer of /feedback or /explain, with this request's id (error_answer reads
+    it from the request's context): built by the async wrappers below, on the event loop,
+    from what the blocking work in a thread returned."""
     headers = {"Retry-After": str(details["retry_after_s"])} if "retry_after_s" in details else None
-    return JSONResponse(error_body(message, reason, **details), status_code=status, headers=headers)
+    return error_answer(error_body(message, reason, **details), status, headers)
 
 
 def client_error_response(exc: ClientError) -> JSONResponse:
     return error_response(exc.status_code, exc.reason, exc.message, **exc.details)
+
+
+def refusal_response(exc: ClientError | ExplainError | ImageDecodeError) -> JSONResponse:
+    if isinstance(exc, ClientError):
+        return client_error_response(exc)
+    return error_response(exc.status_code, exc.reason, str(exc))
 
 
 class FeedbackLoop:
@@ -179,8 +188,8 @@ class FeedbackLoop:
         index: int,
         image: Path | bytes | None,
         note: str | None,
-    ) -> FeedbackAnswer | JSONResponse:
-        """Validate, store and acknowledge one correction (blocking)."""
+    ) -> FeedbackAnswer | ClientError:
+        """Validate, store and acknowledge one correction (blocking); a refusal is returned."""
         try:
             label = validate_label(label, self.class_names)
             note = validate_note(note, self.settings.feedback_note_max_chars)
@@ -188,7 +197,7 @@ class FeedbackLoop:
             data = Path(image).read_bytes() if isinstance(image, Path) else image
             record = self.store_correction(label, request_id, index, data, note)
         except ClientError as exc:
-            return client_error_response(exc)
+            return exc
         logger.info(
             "feedback %d: %s (model said %s) for %s",
             record.id,
@@ -261,11 +270,12 @@ class FeedbackLoop:
         """The correction, or 503 + Retry-After once STORE_DEADLINE_S passed (a hung store:
         its thread is left to finish; an answer that late was never acknowledged)."""
         with anyio.move_on_after(STORE_DEADLINE_S):
-            return await anyio.to_thread.run_sync(
+            result = await anyio.to_thread.run_sync(
                 lambda: self.feedback(**kwargs),
                 limiter=self.store_threads,
                 abandon_on_cancel=True,
             )
+            return client_error_response(result) if isinstance(result, ClientError) else result
         cause = self.health.failed(TimeoutError(), "add_feedback")
         return client_error_response(StoreUnavailable(self.store.name, cause))
 
@@ -298,18 +308,17 @@ class FeedbackLoop:
 
     def explain(
         self, backend: Any, image: Path, label: str | None, method: str | None
-    ) -> ExplainResponse | JSONResponse:
-        """Decode, compute the heatmap with the serving backend, draw it (blocking)."""
+    ) -> ExplainResponse | ExplainError | ImageDecodeError:
+        """Decode, compute the heatmap with the serving backend, draw it (blocking); a
+        refusal is returned."""
         try:
             chosen = choose_method(self.settings.explain_method, backend, method or None)
             photo, array = self.explain_input(image, backend.image_size)
             explanation = explain_array(
                 backend, array, method=chosen, label=label or None, grid=self.settings.explain_grid
             )
-        except ExplainError as exc:
-            return explain_error_response(exc)
-        except ImageDecodeError as exc:
-            return decode_error_response(exc)
+        except (ExplainError, ImageDecodeError) as exc:
+            return exc
         logger.info(
             "explain: %s for %s in %.0f ms",
             explanation.method,
@@ -321,17 +330,10 @@ class FeedbackLoop:
     async def aexplain(
         self, backend: Any, image: Path, label: str | None, method: str | None, limiter: Any
     ) -> ExplainResponse | JSONResponse:
-        return await anyio.to_thread.run_sync(
+        result = await anyio.to_thread.run_sync(
             lambda: self.explain(backend, image, label, method), limiter=limiter
         )
-
-
-def decode_error_response(exc: ImageDecodeError) -> JSONResponse:
-    return error_response(exc.status_code, exc.reason, str(exc))
-
-
-def explain_error_response(exc: ExplainError) -> JSONResponse:
-    return error_response(exc.status_code, exc.reason, str(exc))
+        return result if isinstance(result, ExplainResponse) else refusal_response(result)
 
 
 def _photo_bytes(photo: Path | bytes) -> bytes:

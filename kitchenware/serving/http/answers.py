@@ -7,7 +7,6 @@ from typing import Protocol, TypeVar
 import bentoml
 from starlette.responses import JSONResponse
 
-from kitchenware.serving.http.errors import with_request_id
 from kitchenware.serving.http.requestid import request_id_of
 
 
@@ -29,8 +28,8 @@ def with_status(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
 
 
 def answered(ctx: bentoml.Context, result: Answer | JSONResponse) -> Answer | JSONResponse:
-    """The answer with this request's id (error bodies built without it get it here)."""
+    """The answer with this request's id (error answers carry it already: errors.error_answer)."""
     if isinstance(result, JSONResponse):
-        return with_status(ctx, with_request_id(result))
+        return with_status(ctx, result)
     result.request_id = request_id(ctx)
     return result

@@ -7,7 +7,6 @@ no middleware rewrites answer bodies afterwards.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -41,18 +40,6 @@ def error_answer(
 ) -> JSONResponse:
     """A JSON error answer whose body carries the current request's id."""
     return JSONResponse({**body, BODY_KEY: current_request_id()}, status_code, headers)
-
-
-def with_request_id(response: JSONResponse) -> JSONResponse:
-    """An error answer built elsewhere (e.g. by the feedback store), given the request id.
-
-    Only small error bodies of this service's own endpoints pass here, never a success.
-    """
-    body = json.loads(bytes(response.body))
-    if not isinstance(body, dict) or BODY_KEY in body:
-        return response
-    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-    return error_answer(body, response.status_code, headers)
 
 
 class _Stopped(BaseException):
