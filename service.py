@@ -49,6 +49,7 @@ apply_server_options(
     keep_alive_s=settings.keep_alive_s,
     graceful_shutdown_s=settings.graceful_shutdown_s,
     header_timeout_s=settings.header_timeout_s,
+    max_header_bytes=settings.max_header_bytes,
 )
 # BentoML leaves the root logger at WARNING; the backend choice and gate skips are INFO.
 logging.getLogger("kitchenware").setLevel(logging.INFO)

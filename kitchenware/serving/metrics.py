@@ -127,7 +127,7 @@ SHADOW_READY = bentoml.metrics.Gauge(
 # The disk bounds (feedback/store.py, feedback/predictionlog.py).
 DISK_REMOVED = bentoml.metrics.Counter(
     name="kitchenware_disk_removed_total",
-    documentation="Kept data removed by the retention bounds: kind (prediction_photo, "
+    documentation="Kept data removed by the retention bounds: kind (photo, "
     "prediction, correction, prediction_log_file), reason (age: past its retention; size: "
     "past its folder's size bound, oldest first).",
     labelnames=["kind", "reason"],

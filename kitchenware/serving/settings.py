@@ -74,6 +74,10 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="Seconds a connection may take to send a request's headers (408 after).",
     )
+    # 64 KiB: nginx takes 4 x 8 KiB of headers, h11 16 KiB; httptools has no limit at all.
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Most bytes of a request's line and headers (431 past it)."
+    )
     # uvicorn closed idle connections after 5 s, racing pooled clients (server_options.py).
     keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connection lifetime.")
     graceful_shutdown_s: int = Field(

@@ -201,3 +201,17 @@ def test_headers_that_never_finish_are_cut_off_and_others_are_served(
         assert json.loads(body)["reason"] == "header_timeout"
     assert silent_end == b"" and silent_after <= HEADER_TIMEOUT_S + SLACK_S
     assert statuses and set(statuses) == {200}, statuses
+
+
+def test_headers_over_the_byte_bound_are_refused_at_once(server: ServedService) -> None:
+    """httptools takes a header of any size (73 MB in 10 s, measured): past 64 KiB, a 431."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 80_000)
+        answer = connection.recv(4096)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert json.loads(body)["reason"] == "headers_too_large"
+    assert time.monotonic() - started < HEADER_TIMEOUT_S  # at once, not at the deadline
+    ordinary = httpx.post(f"{server.url}/classify", files={"image": ("p.png", noise_png(3))})
+    assert ordinary.status_code == 200

@@ -27,6 +27,9 @@ uvicorn.Config); the flags, when given, still win (an explicit value other than 
   option): a connection gets `header_timeout_s` from its first byte (or from its opening)
   to the end of the request's headers, then a 408 and close, as nginx's
   client_header_timeout does. The body has its own bound (uploads.py, the minimum rate).
+  httptools bounds the headers' size no more than their time (73 MB of one header in 10 s
+  were taken, +108 MB of worker memory), so the same class answers 431 past
+  `max_header_bytes`, as h11's max_incomplete_event_size would.
 """
 
 from __future__ import annotations
@@ -41,23 +44,36 @@ from kitchenware.serving.http.errors import error_body
 UVICORN_DEFAULT_KEEP_ALIVE_S = 5
 
 
-def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+def closing_answer(status: bytes, message: str, reason: str, limit: float) -> bytes:
+    """A whole HTTP/1.1 error answer written by the protocol itself (no app, no request id)."""
+    body = json.dumps(error_body(message, reason, limit=limit)).encode()
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%s" % (status, len(body), body)
+    )
+
+
+def header_deadline_protocol(
+    header_timeout_s: float, max_header_bytes: int = 65536
+) -> type[asyncio.Protocol]:
     """uvicorn's auto HTTP protocol, closing a connection whose request headers take longer
-    than `header_timeout_s`."""
+    than `header_timeout_s` (408) or more than `max_header_bytes` (431)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     base: Any = AutoHTTPProtocol
-    body = json.dumps(
-        error_body(
-            f"The request headers did not arrive within {header_timeout_s:g} s "
-            "(KITCHENWARE_HEADER_TIMEOUT_S); the connection is closed.",
-            "header_timeout",
-            limit=header_timeout_s,
-        )
-    ).encode()
-    answer = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    late = closing_answer(
+        b"408 Request Timeout",
+        f"The request headers did not arrive within {header_timeout_s:g} s "
+        "(KITCHENWARE_HEADER_TIMEOUT_S); the connection is closed.",
+        "header_timeout",
+        header_timeout_s,
+    )
+    too_big = closing_answer(
+        b"431 Request Header Fields Too Large",
+        f"The request line and headers are over {max_header_bytes:,} bytes "
+        "(KITCHENWARE_MAX_HEADER_BYTES); the connection is closed.",
+        "headers_too_large",
+        max_header_bytes,
     )
 
     class HeaderDeadline(base):
@@ -78,8 +94,14 @@ def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
                 self._start_deadline()
             self._bytes_since_start += len(data)
             super().data_received(data)
-            if self._header_timer is not None and self.cycle is not self._cycle_at_start:
+            if self._header_timer is None:
+                return
+            if self.cycle is not self._cycle_at_start:
                 self._stop_deadline()  # headers complete: the body gate takes over
+            elif self._bytes_since_start > max_header_bytes and not self.transport.is_closing():
+                self._stop_deadline()  # still in the headers, and all of it header bytes
+                self.transport.write(too_big)
+                self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_deadline()
@@ -100,19 +122,25 @@ def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
             if transport.is_closing() or transport.get_protocol() is not self:
                 return  # closed already, or upgraded (websocket): not ours any more
             if self._bytes_since_start:  # a request had begun: say why it ends
-                transport.write(answer)
+                transport.write(late)
             transport.close()
 
     return HeaderDeadline
 
 
 def apply_server_options(
-    *, keep_alive_s: int, graceful_shutdown_s: int, header_timeout_s: float | None = None
+    *,
+    keep_alive_s: int,
+    graceful_shutdown_s: int,
+    header_timeout_s: float | None = None,
+    max_header_bytes: int = 65536,
 ) -> None:
     """Make uvicorn.Config default to these timeouts in this process (idempotent)."""
     import uvicorn.config
 
-    protocol = header_deadline_protocol(header_timeout_s) if header_timeout_s else None
+    protocol = (
+        header_deadline_protocol(header_timeout_s, max_header_bytes) if header_timeout_s else None
+    )
 
     config_cls: Any = uvicorn.config.Config
     original = getattr(config_cls.__init__, "__wrapped__", config_cls.__init__)
