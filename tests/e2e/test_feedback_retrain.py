@@ -311,6 +311,7 @@ def test_noise_corrections_are_refused_and_the_served_model_stays(
             "--model",
             tag,
             "--promote",
+            "--stage",
             "--run-dir",
             str(tmp_path / "run"),
             "--cache-dir",
@@ -320,6 +321,7 @@ def test_noise_corrections_are_refused_and_the_served_model_stays(
     )
     out = retrained.stdout
     assert retrained.returncode == 1, out[-3000:] + retrained.stderr[-3000:]
+    assert stored_versions(home, tag.split(":")[0] + "-candidate") == set()  # not staged either
     assert "is REFUSED by the rule" in out and "[FAIL]" in out
     assert f"{tag} stays the served model" in out and "Promoted:" not in out
     assert stored_versions(home, tag.split(":")[0]) == before  # nothing new in the store

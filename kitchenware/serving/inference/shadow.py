@@ -75,8 +75,7 @@ class ShadowRunner:
         self.served = served
         self.served_busy = served_busy
         self.rng = rng or random.Random()
-        self.ready = False  # the candidate loaded and checked
-        self.failed = False  # it could not be: shadow stays off in this worker
+        self.ready = False  # the candidate loaded and checked (never, if it cannot be)
         self._queue: deque[ShadowJob] = deque()
         self._queued_images = 0
         self._changed = threading.Condition()
@@ -155,7 +154,6 @@ class ShadowRunner:
             backend = load_backend(candidate.path, "auto")
             backend.warm_up()
         except Exception as exc:
-            self.failed = True
             SHADOW_READY.labels(candidate=self.tag, backend="").set(0)
             logger.error("shadow: %s cannot run in shadow, shadow mode is off: %s", self.tag, exc)
             return None
