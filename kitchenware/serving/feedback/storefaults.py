@@ -46,7 +46,13 @@ _DATABASE_CAUSES = (
     ("readonly database", "the database file or its folder is read-only"),
     ("unable to open database", "the database file cannot be opened (folder unwritable?)"),
     ("database is locked", "the database is locked by another process"),
-    ("disk i/o error", "the disk reports I/O errors"),
+    # SQLite says "disk I/O error" both for a failing disk and for a folder where it cannot
+    # create its journal (an immutable folder, measured by bench/store_faults.py).
+    (
+        "disk i/o error",
+        "SQLite reports a disk I/O error (a failing disk, or a store folder "
+        "where it cannot create its journal: check its permissions and lsattr)",
+    ),
     ("statement timeout", "the database did not answer in time"),
     ("canceling statement", "the database did not answer in time"),
     ("timeout", "the database did not answer in time"),
