@@ -50,12 +50,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from support.faults import fill, lock_sqlite, set_immutable, small_tmpfs
 from support.postgres import postgres_cluster
 
-from kitchenware.serving.feedback.store import (
-    engine_url,
-    feedback,
-    predictions,
-    unkept_predictions,
-)
+from kitchenware.serving.feedback.schema import feedback, predictions, unkept_predictions
+from kitchenware.serving.feedback.store import engine_url
 
 LABELS = ["cup", "glass", "plate", "spoon", "fork", "knife"]
 RECOVERY_TIMEOUT_S = 90.0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from kitchenware.serving.feedback.store import FeedbackStore, engine_url, predictions, sqlite_path
+from kitchenware.serving.feedback.schema import predictions
+from kitchenware.serving.feedback.store import FeedbackStore, engine_url, sqlite_path
 
 
 class RetrainInputError(ValueError):

@@ -20,12 +20,8 @@ they use) are kept for `prediction_retention_hours`; corrections for
 `feedback_retention_days` (0: forever). Predictions that could not be kept leave a short
 note (`unkept_predictions`) so a later correction hears "not kept because ...", not 404.
 
-The photo folder also has a size bound (`images_max_bytes`), kept by the writer thread of
-the recorder (never on the answer path): past it, the photos of the oldest predictions are
-removed (their rows stay, marked not kept, with a note saying why) until the folder is back
-under 90 % of it. A photo a correction uses is never removed by it: the removal and a
-correction's insert take the same lock (SQLite's write lock, a PostgreSQL advisory lock)
-and each looks at the other's rows inside it.
+The photo folder also has a size bound (`images_max_bytes`). Retention and the bound live in
+retention.py (a mixin of the store); the tables and the writers' locks in schema.py.
 """
 
 from __future__ import annotations
@@ -41,78 +37,32 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from kitchenware.runtime.files import atomic_writer
 from kitchenware.runtime.preprocessing import ImageDecodeError, open_image
 from kitchenware.serving.feedback.predictionlog import PredictionRecord, image_facts
+from kitchenware.serving.feedback.retention import PhotoRetention
+from kitchenware.serving.feedback.schema import (
+    create_schema,
+    feedback,
+    insert_new,
+    lock_photos,
+    predictions,
+    unkept_predictions,
+)
 from kitchenware.serving.feedback.storefaults import (
     CONNECT_TIMEOUT_S,
     LOCK_WAIT_S,
     STATEMENT_TIMEOUT_S,
 )
 from kitchenware.serving.http.errors import ClientError
-from kitchenware.serving.metrics import count_removed
 
 logger = logging.getLogger("kitchenware.feedback")
 
 FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 FORMAT_EXTENSIONS |= {"TIFF": "tif", "GIF": "gif"}
-PURGE_INTERVAL_S = 3600.0
-# The size bound is checked after a worker wrote this share of it in new photos, or a minute
-# after its last check while photos arrive (other workers' photos count too); it removes
-# down to LOW_WATER of the bound, so removals come in batches, not one per photo.
-SIZE_CHECK_SHARE = 0.02
-SIZE_CHECK_INTERVAL_S = 60.0
-LOW_WATER = 0.9
-IN_FLIGHT_S = 60.0  # a photo this young may be waiting for its row: never an orphan yet
 DEFAULT_DIRNAME = "kitchenware-feedback"
-
-metadata = sa.MetaData()
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    sa.Column("position", sa.Integer, primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False, index=True),
-    sa.Column("image_sha256", sa.String(64), nullable=False),
-    sa.Column("image_ext", sa.String(8), nullable=False),
-    sa.Column("image_kept", sa.Boolean, nullable=False),
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("label", sa.String(64), nullable=False),
-    sa.Column("probabilities", sa.Text, nullable=False),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("backend", sa.String(64), nullable=False),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-)
-# Predictions whose row or photo could not be written (store failing, or the background queue
-# full): what a correction by their request id is told instead of a false 404.
-unkept_predictions = sa.Table(
-    "unkept_predictions",
-    metadata,
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    sa.Column("position", sa.Integer, primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False, index=True),
-    sa.Column("reason", sa.String(300), nullable=False),
-)
-feedback = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("created_at", sa.Float, nullable=False, index=True),
-    # One correction per prediction, and one per (photo, label) for photos sent directly.
-    sa.Column("dedup_key", sa.String(300), nullable=False, unique=True),
-    sa.Column("request_id", sa.String(128)),
-    sa.Column("position", sa.Integer),
-    sa.Column("image_sha256", sa.String(64), nullable=False),
-    sa.Column("image_ext", sa.String(8), nullable=False),
-    sa.Column("label", sa.String(64), nullable=False),
-    sa.Column("predicted_label", sa.String(64)),
-    sa.Column("note", sa.Text),
-    sa.Column("model", sa.String(200)),
-)
 
 
 class FeedbackError(ClientError):
@@ -218,33 +168,6 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> bool:
     return True
 
 
-SCHEMA_LOCK_KEY = 0x6B697463  # pg_advisory_xact_lock key: one schema creator at a time
-PHOTO_LOCK_KEY = 0x6B697464  # a photo removal and a correction's insert, one at a time
-
-
-def lock_photos(connection: sa.Connection) -> None:
-    """Inside a transaction: wait for any photo removal or correction in progress. SQLite
-    needs nothing (the first write of the transaction takes the database's one write lock)."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(PHOTO_LOCK_KEY)))
-
-
-def create_schema(engine: sa.Engine, attempts: int = 5) -> None:
-    """Create the tables once, also when several workers start together on a new database
-    (two concurrent CREATE TABLEs collide in PostgreSQL's catalog: measured with 2 workers)."""
-    for attempt in range(attempts):
-        try:
-            with engine.begin() as connection:
-                if engine.dialect.name == "postgresql":
-                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-                metadata.create_all(connection)
-            return
-        except (IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))  # another worker is creating them: look again
-
-
 def not_kept_error(where: str, reason: str) -> FeedbackError:
     """409: the prediction was answered but never kept, so it cannot be corrected by id."""
     return FeedbackError(
@@ -281,7 +204,7 @@ def validate_note(note: str | None, max_chars: int) -> str | None:
     return note
 
 
-class FeedbackStore:
+class FeedbackStore(PhotoRetention):
     """Predictions, corrections and photos in one database plus one image folder."""
 
     def __init__(
@@ -313,15 +236,12 @@ class FeedbackStore:
         self.prediction_retention_s = prediction_retention_s
         self.feedback_retention_s = feedback_retention_s
         self.images_max_bytes = images_max_bytes
-        self._written_since_check = 0  # bytes of new photos since the last size check
-        self._last_size_check = time.monotonic()
-        self._last_bound_log = -PURGE_INTERVAL_S
+        PhotoRetention.__init__(self)
         self.engine = make_engine(parsed, "FULL")  # corrections: durable before the answer
         self.prediction_engine = (  # predictions: group commits without fsync
             make_engine(parsed, "NORMAL") if db_file is not None else self.engine
         )
         create_schema(self.engine)
-        self._last_purge = -PURGE_INTERVAL_S
         self.maybe_purge()  # at start-up, then at most hourly on writes
 
     @classmethod
@@ -414,14 +334,10 @@ class FeedbackStore:
             # A client may send the same X-Request-ID twice: keep the first, lose no batch.
             for table, values in ((predictions, rows), (unkept_predictions, notes)):
                 if values:
-                    connection.execute(self._insert_new(table), values)
+                    connection.execute(insert_new(self.engine, table), values)
         self.maybe_purge()
         self.maybe_bound_photos()
         return photo_errors
-
-    def _insert_new(self, table: sa.Table) -> Any:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
 
     def check_writable(self) -> None:
         """Raise what a write would meet now (full disk, read-only folder, lock, server down):
@@ -597,187 +513,6 @@ class FeedbackStore:
                 )
                 for table in (predictions, feedback)
             }
-
-    # -- retention ----------------------------------------------------------------------
-
-    def maybe_purge(self) -> None:
-        if time.monotonic() - self._last_purge >= PURGE_INTERVAL_S:
-            self._last_purge = time.monotonic()
-            try:
-                self.purge()
-            except Exception:  # retention is housekeeping; never fail a request on it
-                logger.exception("feedback store: purge failed")
-
-    def purge(self, now: float | None = None) -> dict[str, int]:
-        """Drop expired predictions and corrections, then photos nothing refers to."""
-        now = time.time() if now is None else now
-        removed = {"predictions": 0, "feedback": 0, "images": 0}
-        photos = self._photo_files()
-        with self.engine.begin() as connection:
-            lock_photos(connection)
-            removed["predictions"] = connection.execute(
-                predictions.delete().where(
-                    predictions.c.created_at < now - self.prediction_retention_s
-                )
-            ).rowcount
-            connection.execute(
-                unkept_predictions.delete().where(
-                    unkept_predictions.c.created_at < now - self.prediction_retention_s
-                )
-            )
-            if self.feedback_retention_s > 0:
-                removed["feedback"] = connection.execute(
-                    feedback.delete().where(feedback.c.created_at < now - self.feedback_retention_s)
-                ).rowcount
-            used = self._photos_in_use(connection)
-            unused = [
-                photo
-                for sha, files in photos.items()
-                if sha not in used
-                for photo in files
-                if now - photo.mtime > IN_FLIGHT_S  # not one waiting for its row
-            ]
-            removed["images"], size = unlink_photos(unused)
-        count_removed("prediction", "age", removed["predictions"])
-        count_removed("correction", "age", removed["feedback"])
-        count_removed("photo", "age", removed["images"], size)
-        if any(removed.values()):
-            logger.info("feedback store: purged %s", removed)
-        return removed
-
-    # -- the size bound of the photo folder -----------------------------------------------
-
-    def maybe_bound_photos(self) -> None:
-        """After a batch of predictions: check the folder's size when enough was written."""
-        if not self.images_max_bytes or not self._written_since_check:
-            return
-        share = self._written_since_check >= self.images_max_bytes * SIZE_CHECK_SHARE
-        if share or time.monotonic() - self._last_size_check >= SIZE_CHECK_INTERVAL_S:
-            self._written_since_check, self._last_size_check = 0, time.monotonic()
-            try:
-                self.bound_photos()
-            except Exception:  # housekeeping: the next check tries again
-                logger.exception("feedback store: the photo folder's size bound failed")
-
-    def bound_photos(self, now: float | None = None) -> tuple[int, int]:
-        """If the photo folder holds more than `images_max_bytes`, remove the photos of the
-        oldest predictions (by their latest use; photos no row refers to first) until it is
-        under LOW_WATER of it. Never a photo a correction uses. Returns (photos, bytes)."""
-        now = time.time() if now is None else now
-        photos = self._photo_files()
-        total = sum(photo.size for files in photos.values() for photo in files)
-        if total <= self.images_max_bytes:
-            return 0, 0
-        with self.engine.connect() as connection:
-            last_use = connection.execute(
-                sa.select(predictions.c.image_sha256, sa.func.max(predictions.c.created_at))
-                .where(predictions.c.image_kept)
-                .group_by(predictions.c.image_sha256)
-            ).all()
-            used = self._photos_in_use(connection)
-            corrected: set[str] = set(
-                connection.execute(sa.select(feedback.c.image_sha256)).scalars()
-            )
-        oldest_first = sorted(
-            [(when, sha) for sha, when in last_use]
-            + [  # photos of predictions whose rows were never written (a store fault)
-                (min(photo.mtime for photo in files), sha)
-                for sha, files in photos.items()
-                if sha not in used and now - max(photo.mtime for photo in files) > IN_FLIGHT_S
-            ]
-        )
-        excess, chosen = total - LOW_WATER * self.images_max_bytes, []
-        for _, sha in oldest_first:
-            if excess <= 0:
-                break
-            if sha in photos and sha not in corrected:
-                chosen.append(sha)
-                excess -= sum(photo.size for photo in photos[sha])
-        mb = self.images_max_bytes / 1024 / 1024
-        reason = (
-            f"it was removed at {time.strftime('%H:%M', time.gmtime(now))} UTC to keep the "
-            f"photo folder under KITCHENWARE_FEEDBACK_IMAGES_MAX_MB={mb:g}"
-        )
-        count = size = 0
-        for start in range(0, len(chosen), 500):  # SQLite's bound parameters
-            batch = chosen[start : start + 500]
-            with self.engine.begin() as connection:
-                lock_photos(connection)
-                # The rows stay (label, probabilities): a correction by id is told why the
-                # photo is gone, and a correction that sends the photo still joins them.
-                connection.execute(
-                    self._insert_new(unkept_predictions).from_select(
-                        ["request_id", "position", "created_at", "reason"],
-                        sa.select(
-                            predictions.c.request_id,
-                            predictions.c.position,
-                            predictions.c.created_at,
-                            sa.literal(reason, sa.String),
-                        ).where(predictions.c.image_sha256.in_(batch), predictions.c.image_kept),
-                    )
-                )
-                connection.execute(
-                    predictions.update()
-                    .where(predictions.c.image_sha256.in_(batch))
-                    .values(image_kept=False)
-                )
-                corrected_now: set[str] = set(  # under the lock: corrections committed so far
-                    connection.execute(
-                        sa.select(feedback.c.image_sha256).where(feedback.c.image_sha256.in_(batch))
-                    ).scalars()
-                )
-                removed = unlink_photos(
-                    [photo for sha in batch if sha not in corrected_now for photo in photos[sha]]
-                )
-            count, size = count + removed[0], size + removed[1]
-        count_removed("photo", "size", count, size)
-        if time.monotonic() - self._last_bound_log < PURGE_INTERVAL_S:
-            return count, size  # one line an hour; the metric counts every removal
-        self._last_bound_log = time.monotonic()
-        logger.info(
-            "feedback store: the photo folder held %.1f MB, over its bound of %g MB "
-            "(KITCHENWARE_FEEDBACK_IMAGES_MAX_MB): removed the photos of the %d oldest "
-            "predictions (%.1f MB)",
-            total / 1024 / 1024,
-            mb,
-            count,
-            size / 1024 / 1024,
-        )
-        return count, size
-
-    def _photo_files(self) -> dict[str, list[PhotoFile]]:
-        """Every stored photo by sha256 (temp files, which start with a dot, left out)."""
-        found: dict[str, list[PhotoFile]] = {}
-        for path in self.images_dir.glob("*/*.*"):
-            if path.name.startswith("."):
-                continue
-            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
-                facts = path.stat()
-                found.setdefault(path.stem, []).append(
-                    PhotoFile(path, facts.st_size, facts.st_mtime)
-                )
-        return found
-
-    @staticmethod
-    def _photos_in_use(connection: sa.Connection) -> set[str]:
-        used: set[str] = set(connection.execute(sa.select(predictions.c.image_sha256)).scalars())
-        return used | set(connection.execute(sa.select(feedback.c.image_sha256)).scalars())
-
-
-class PhotoFile(NamedTuple):
-    path: Path
-    size: int
-    mtime: float
-
-
-def unlink_photos(photos: list[PhotoFile]) -> tuple[int, int]:
-    """Remove these files; (how many, bytes) of those this call removed."""
-    count = size = 0
-    for photo in photos:
-        with contextlib.suppress(FileNotFoundError):  # another worker was quicker
-            photo.path.unlink()
-            count, size = count + 1, size + photo.size
-    return count, size
 
 
 def _record(row: sa.Row[Any]) -> FeedbackRecord:
