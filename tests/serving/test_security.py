@@ -119,8 +119,10 @@ def test_compare_checks_every_key_in_constant_time() -> None:
         return time.perf_counter() - started
 
     near, far = KEY_A[:-1].encode() + b"!", b"!" * len(KEY_A)
-    ratios = sorted(timed(near) / timed(far) for _ in range(5))
-    assert 0.7 < ratios[2] < 1.4, ratios
+    # Interleaved rounds, the fastest of each: other processes on the machine only add time.
+    rounds = [(timed(near), timed(far)) for _ in range(7)]
+    ratio = min(n for n, _ in rounds) / min(f for _, f in rounds)
+    assert 0.7 < ratio < 1.4, rounds
 
 
 # --- CORS ----------------------------------------------------------------------------------
