@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from kitchenware.training.warmstart import (
     head_probabilities,
     load_warm_model,
 )
+
+if TYPE_CHECKING:
+    from kitchenware.runtime.artifacts import RuntimeManifest
 
 CANDIDATE_DIR = "candidate"
 STAGED_SUFFIX = "-candidate"  # kitchenware-xception -> kitchenware-xception-candidate
@@ -310,9 +313,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
         with clock.step("runtime gate"):
             comparison.checks.append(_runtime_gate(candidate_dir, parent_dir, photos))
     else:
-        comparison.checks.append(
-            RuleCheck("runtime gates pass", None, "not run: rules above failed")
-        )
+        comparison.checks.append(RuleCheck(RUNTIME_RULE, None, "not run: rules above failed"))
     _save_candidate(warm, candidate_dir, options, lineage, comparison, model_saved=True)
     report = write_report(comparison, run_dir, header, clock.seconds)
     result = RetrainResult(run_dir, parent_tag, comparison, report, timings=clock.seconds)
@@ -407,19 +408,30 @@ def _save_candidate(
 
 
 def _runtime_gate(candidate_dir: Path, parent_dir: Path, photos: Any) -> RuleCheck:
-    """Rule 4: convert and gate the candidate as every import does (modelbuild/conversion); each
-    OpenVINO backend the current model passed must pass for the candidate too."""
+    """Rule 4: convert and gate the candidate as every import does (modelbuild/conversion),
+    on the same calibration and gate images as the parent's import; then `runtime_rule`."""
     from kitchenware.modelbuild.conversion import photo_artifacts_hook
-    from kitchenware.runtime.artifacts import OPENVINO_FP32, read_manifest
+    from kitchenware.runtime.artifacts import read_manifest
 
-    name = "runtime gates pass"
     if photos is None:
-        return RuleCheck(name, False, "no real photos to gate on")
+        return RuleCheck(RUNTIME_RULE, False, "no real photos to gate on")
     paths = [photos.path(pid) for pid in photos.ids]
     photo_artifacts_hook(paths, photos.labels)(candidate_dir)
     candidate = read_manifest(candidate_dir)
-    parent = read_manifest(parent_dir)
     assert candidate is not None
+    return runtime_rule(candidate, read_manifest(parent_dir))
+
+
+RUNTIME_RULE = "runtime gates pass"
+
+
+def runtime_rule(candidate: RuntimeManifest, parent: RuntimeManifest | None) -> RuleCheck:
+    """Each OpenVINO backend the current model passed must pass for the candidate too: a
+    promotion must not silently move serving to a slower runtime. A failure says why (the
+    gate's own sentence) and what `auto` would serve instead, so a refusal is plain."""
+    from kitchenware.runtime.artifacts import OPENVINO_FP32
+    from kitchenware.runtime.backends import AUTO_ORDER, TENSORFLOW
+
     # Without a parent manifest (a TensorFlow-only import), fp32 OpenVINO is the floor.
     required = [
         b for b in candidate.artifacts if (parent.passed(b) if parent else b == OPENVINO_FP32)
@@ -428,7 +440,18 @@ def _runtime_gate(candidate_dir: Path, parent_dir: Path, photos: Any) -> RuleChe
     detail = ", ".join(
         f"{b} {'ok' if candidate.passed(b) else 'failed'}" for b in candidate.artifacts
     )
-    return RuleCheck(name, not failed, detail or "no artifacts")
+    if failed:
+
+        def served(manifest: RuntimeManifest | None) -> str:
+            gated = [b for b in AUTO_ORDER if manifest is not None and manifest.passed(b)]
+            return gated[0] if gated else TENSORFLOW
+
+        why = " ".join(candidate.artifacts[b].gate.reason for b in failed)
+        detail += (
+            f". {why} Promoted, the candidate would be served by {served(candidate)} "
+            f"where the current model is served by {served(parent)}"
+        )
+    return RuleCheck(RUNTIME_RULE, not failed, detail or "no artifacts")
 
 
 __all__ = ["RetrainInputError", "RetrainOptions", "RetrainResult", "retrain"]
