@@ -4,6 +4,9 @@ could not be kept is named to a later correction (409, not 404), a full queue sh
 
 from __future__ import annotations
 
+import contextvars
+import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -16,7 +19,11 @@ from support.images import image_bytes
 from support.service import CLASS_NAMES
 
 from kitchenware.serving.feedback import recorder as recorder_module
-from kitchenware.serving.feedback.predictionlog import PredictionRecord, prediction_record
+from kitchenware.serving.feedback.predictionlog import (
+    PredictionRecord,
+    log_predictions,
+    prediction_record,
+)
 from kitchenware.serving.feedback.recorder import PredictionRecorder, QueuedPrediction
 from kitchenware.serving.feedback.store import FeedbackError, FeedbackStore
 from kitchenware.serving.feedback.storefaults import StoreHealth, StoreOpener
@@ -101,3 +108,22 @@ def test_a_full_queue_sheds_instead_of_growing(
         locker.execute("ROLLBACK")
         locker.close()
     assert recorder.flush(15)
+
+
+def test_the_first_batch_of_the_prediction_log_logs_no_duplicate_column_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BentoML learns a monitor's columns from its first record and warned "Column name ...
+    is duplicated" for every other row of that first batch (14 lines per row per worker)."""
+    monkeypatch.chdir(tmp_path)  # bentoml.monitor's default files: ./monitoring/<name>/
+    photo = image_bytes((10, 10, 200))
+    scores = dict(zip(CLASS_NAMES, map(float, SCORES[0]), strict=True))
+    records = [prediction_record(f"q{n}", 0, photo, scores, "m", "ov", 1.0) for n in range(4)]
+    name = f"first_batch_{tmp_path.name}"  # a monitor this process has not used yet
+    with caplog.at_level(logging.WARNING):
+        contextvars.Context().run(log_predictions, name, records)
+        contextvars.Context().run(log_predictions, name, records[:2])
+    assert [r.getMessage() for r in caplog.records if "duplicated" in r.getMessage()] == []
+    lines = (tmp_path / "monitoring" / name / "data" / "data.0.log").read_text().splitlines()
+    logged = [json.loads(line)["kitchenware_request_id"] for line in lines]
+    assert logged == ["q0", "q1", "q2", "q3", "q0", "q1"]  # every row, in order

@@ -137,8 +137,14 @@ def log_predictions(name: str, records: list[PredictionRecord]) -> None:
         ("shadow_confidence", "prediction", "numerical", lambda r: r.shadow_confidence),
     ]
     with bentoml.monitor(name) as monitor:
+        # BentoML learns a monitor's columns from its first record, and while it does it
+        # warns "Column name ... is duplicated" for every further row: so the first batch a
+        # process logs goes in two calls, its first row alone.
+        now = records[:1] if getattr(monitor, "columns_schema", ()) is None else records
         for column, role, kind, value in columns:
-            monitor.log_batch([value(record) for record in records], column, role, kind)
+            monitor.log_batch([value(record) for record in now], column, role, kind)
+    if len(now) < len(records):
+        log_predictions(name, records[1:])
 
 
 class PredictionLogBound:
