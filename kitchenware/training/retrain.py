@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--epochs", type=int, default=defaults.epochs)
     add("--patience", type=int, default=defaults.patience, help="early stopping patience")
     add("--learning-rate", type=float, default=defaults.learning_rate)
+    add(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="mix training targets with the uniform distribution (0 = off); keeps the head "
+        "from turning so sharp that its int8 artifact flips answers",
+    )
     add("--batch-size", type=int, default=defaults.batch_size)
     add("--seed", type=int, default=defaults.seed, help="seed of the holdout split and training")
     add(

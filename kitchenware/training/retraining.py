@@ -69,6 +69,11 @@ class RetrainOptions:
     epochs: int = 200
     patience: int = 15
     learning_rate: float = 1e-3
+    # Why smoothing: refit to ~70 corrections until a loss near 0, the head turned so sharp
+    # that int8's small changes of the backbone features flipped decisive answers on photos
+    # nobody corrected, and the candidate failed the int8 gate its parent passes
+    # (docs/models.md "When a candidate loses int8"). Smoothed targets keep it less sharp.
+    label_smoothing: float = 0.1
     batch_size: int = 32
     seed: int = 0
     promote: bool = False
@@ -243,6 +248,7 @@ def retrain(options: RetrainOptions) -> RetrainResult:
             learning_rate=options.learning_rate,
             batch_size=options.batch_size,
             seed=options.seed,
+            label_smoothing=options.label_smoothing,
         )
     with clock.step("evaluation"):
         comparison = Comparison(
@@ -293,7 +299,8 @@ def retrain(options: RetrainOptions) -> RetrainResult:
         f"seed {options.seed})",
         "not_forgetting": kept,
         "head_training": f"{fit.epochs} epochs, best {fit.best_epoch} "
-        f"(early stopping on {'val_loss' if val else 'loss'})",
+        f"(early stopping on {'val_loss' if val else 'loss'}, "
+        f"label smoothing {options.label_smoothing:g})",
         "data_fingerprint": fingerprint,
     }
     candidate_dir = run_dir / CANDIDATE_DIR

@@ -149,16 +149,19 @@ def fit_head(
     learning_rate: float,
     batch_size: int,
     seed: int,
+    label_smoothing: float = 0.0,
 ) -> HeadFit:
     """Train the head on (features, target distributions, sample weights); early stopping
-    on validation loss (training loss without a validation set) restores the best epoch."""
+    on validation loss (training loss without a validation set) restores the best epoch.
+    `label_smoothing` mixes every target with the uniform distribution: the loss is then
+    lowest at finite logits, so the head cannot keep sharpening on a handful of examples."""
     import keras
 
     keras.utils.set_random_seed(seed)
     x, y, weights = train
     warm.head.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     monitor = "val_loss" if val is not None else "loss"
