@@ -104,7 +104,12 @@ def test_acknowledged_feedback_survives_sigkill(
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
-        assert not any(pid_alive(pid) for pid in tree)
+        # SIGKILL lands once a process leaves an uninterruptible call (an fsync on a loaded
+        # disk): give it a few seconds rather than expect it dead at once.
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in tree if pid_alive(pid)], first.log()[-2000:]
         first.process.wait(timeout=30)
     assert errors == [], errors  # every answer before the kill was a 200 (or a 409)
     assert killed_at >= KILL_AFTER_ACKS, first.log()[-3000:]
