@@ -28,6 +28,7 @@ from kitchenware.runtime.artifacts import (
     OPENVINO_DIR,
     PRECISION_OF_BACKEND,
 )
+from kitchenware.runtime.files import atomic_writer
 from kitchenware.runtime.metadata import MetadataBacked, ModelMetadata, read_servable_metadata
 from kitchenware.runtime.preprocessing import image_batch
 
@@ -135,9 +136,8 @@ def copy_seed(cache: Path, path: Path, config: dict[str, str]) -> None:
     for blob in folder.iterdir():
         target = cache / blob.name
         if not target.exists():  # another worker may be copying it: rename is atomic
-            partial = cache / f".{blob.name}.{os.getpid()}"
-            shutil.copyfile(blob, partial)
-            partial.replace(target)
+            with atomic_writer(target, "wb") as handle, blob.open("rb") as source:
+                shutil.copyfileobj(source, handle)
 
 
 def seed_cache(model_dir: Path, root: Path) -> list[Path]:

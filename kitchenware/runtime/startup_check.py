@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from kitchenware.runtime.artifacts import OPENVINO_DIR, GateResult, GateRule, gate_result
+from kitchenware.runtime.files import write_json
 
 REFERENCE_SLICE = f"{OPENVINO_DIR}/reference_slice.npz"
 SLICE_DECISIVE_IMAGES = 32
@@ -211,8 +212,6 @@ def _write_verdict(folder: Path, verdict: Path, content: dict[str, Any]) -> None
         for old in folder.iterdir():
             if now - old.stat().st_mtime > STALE_VERDICT_S:
                 old.unlink(missing_ok=True)
-        partial = verdict.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(content))
-        partial.replace(verdict)
+        write_json(content, verdict)
     except OSError:
         pass  # the other workers then run the check themselves
