@@ -72,25 +72,24 @@ def sqlite_settings(folder: Path) -> dict[str, str]:
     return {"KITCHENWARE_FEEDBACK_URL": f"sqlite:///{folder}/feedback.db"}
 
 
+def postgres_settings(url: str, scratch: Path) -> dict[str, str]:
+    return {
+        "KITCHENWARE_FEEDBACK_URL": url,
+        "KITCHENWARE_FEEDBACK_IMAGES_DIR": str(scratch / "images"),
+    }
+
+
 @contextlib.contextmanager
 def postgres_stopped(scratch: Path) -> Iterator[FaultSetup]:
     with postgres_cluster() as cluster:
-        settings = {
-            "KITCHENWARE_FEEDBACK_URL": cluster.url,
-            "KITCHENWARE_FEEDBACK_IMAGES_DIR": str(scratch / "images"),
-        }
-        yield FaultSetup(settings, cluster.stop, cluster.start)
+        yield FaultSetup(postgres_settings(cluster.url, scratch), cluster.stop, cluster.start)
 
 
 @contextlib.contextmanager
 def postgres_frozen(scratch: Path) -> Iterator[FaultSetup]:
     with postgres_cluster() as cluster:
-        settings = {
-            "KITCHENWARE_FEEDBACK_URL": cluster.url,
-            "KITCHENWARE_FEEDBACK_IMAGES_DIR": str(scratch / "images"),
-        }
         yield FaultSetup(
-            settings,
+            postgres_settings(cluster.url, scratch),
             lambda: cluster.signal(signal.SIGSTOP),
             lambda: cluster.signal(signal.SIGCONT),
         )

@@ -30,15 +30,13 @@ pytestmark = [pytest.mark.slow]
 SERVICE_DIR = REPO  # service.py of this checkout
 
 
-def loop_env(home: Path, store_dir: Path, **settings: str) -> dict[str, str]:
-    env = store_env(
+def loop_env(home: Path, store_dir: Path) -> dict[str, str]:
+    return store_env(
         home,
         feedback_url=f"sqlite:///{store_dir / 'feedback.db'}",
         max_upload_bytes="3000000",
         monitoring_dir=store_dir / "monitoring",
     )
-    env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
-    return env
 
 
 @pytest.fixture(scope="module")
