@@ -196,6 +196,39 @@ def test_concurrent_single_requests_are_batched_without_errors(server: ServedSer
     assert calls < images, "concurrent requests should share model calls"
 
 
+def test_a_broken_photo_fails_alone_in_a_shared_model_call(server: ServedService) -> None:
+    """Photos are decoded inside the batcher's call: one that cannot be decoded gets its own
+    400 naming it, and the good photos of the same call still get their labels."""
+    colours = list(CLASS_COLOURS.items())
+    broken = {3: b"not an image at all", 9: image_bytes((10, 10, 10))[:60]}
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+
+            async def one(i: int) -> httpx.Response:
+                name, rgb = colours[i % len(colours)]
+                data = broken.get(i) or image_bytes(tuple(int(c * 200 + 20) for c in rgb))
+                return await client.post(
+                    f"{server.url}/classify", files={"image": (f"{i}-{name}.png", data)}
+                )
+
+            return await asyncio.gather(*(one(i) for i in range(16)))
+
+    before = _batch_histogram(server)
+    answers = asyncio.run(send_all())
+    after = _batch_histogram(server)
+    for i, response in enumerate(answers):
+        name = colours[i % len(colours)][0]
+        if i in broken:
+            assert response.status_code == 400, response.text
+            assert f"{i}-{name}.png" in response.json()["error"]
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["label"] == name
+    assert after[0] - before[0] == 16 - len(broken)  # images the model saw
+    assert after[1] - before[1] < 16 - len(broken), "the requests should share model calls"
+
+
 def _batch_histogram(server: ServedService) -> tuple[float, float]:
     text = httpx.get(f"{server.url}/metrics").text
     total = re.search(r"^kitchenware_batch_size_sum (\S+)$", text, re.M)

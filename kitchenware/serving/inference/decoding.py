@@ -133,21 +133,38 @@ class DecodeFailure:
         }
 
 
+def decode_one(
+    upload: Upload, index: int, field: str, image_size: int, max_pixels: int, *, indexed: bool
+) -> np.ndarray | DecodeFailure:
+    """One upload -> uint8 (size, size, 3), or why it failed (blocking; run in a thread)."""
+    try:
+        name = upload.label(field, index if indexed else None)
+        return decode_upload(upload.read(), image_size, name, max_pixels)
+    except ImageDecodeError as exc:
+        count_rejection(exc.reason)
+        return DecodeFailure(index, upload.filename, exc)
+
+
+def stack_decoded(
+    decoded: Sequence[np.ndarray | DecodeFailure],
+) -> tuple[np.ndarray, list[DecodeFailure]]:
+    """One request's decoded photos -> (n, size, size, 3), or its failures."""
+    failures = [d for d in decoded if isinstance(d, DecodeFailure)]
+    if failures or not decoded:
+        return np.zeros((0,), np.uint8), failures
+    return np.stack([d for d in decoded if isinstance(d, np.ndarray)]), []
+
+
 def decode_uploads(
     uploads: list[Upload], field: str, image_size: int, max_pixels: int, *, indexed: bool
 ) -> tuple[np.ndarray, list[DecodeFailure]]:
     """Decode every upload (blocking; run in a thread); failures are returned, not raised."""
-    arrays: list[np.ndarray] = []
-    failures: list[DecodeFailure] = []
-    for index, upload in enumerate(uploads):
-        name = upload.label(field, index if indexed else None)
-        try:
-            arrays.append(decode_upload(upload.read(), image_size, name, max_pixels))
-        except ImageDecodeError as exc:
-            count_rejection(exc.reason)
-            failures.append(DecodeFailure(index, upload.filename, exc))
-    batch = np.stack(arrays) if arrays and not failures else np.zeros((0,), np.uint8)
-    return batch, failures
+    return stack_decoded(
+        [
+            decode_one(upload, i, field, image_size, max_pixels, indexed=indexed)
+            for i, upload in enumerate(uploads)
+        ]
+    )
 
 
 def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:

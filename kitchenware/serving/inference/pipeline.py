@@ -12,6 +12,8 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -26,17 +28,24 @@ from kitchenware.serving.inference.batching import MicroBatcher, QueueFull
 from kitchenware.serving.inference.decoding import (
     BatchClassification,
     Classification,
+    DecodeFailure,
     Upload,
     busy_response,
     classification,
     decode_failure_response,
-    decode_uploads,
+    decode_one,
     locate_model,
+    stack_decoded,
     uploads_from,
 )
 from kitchenware.serving.inference.shadow import ShadowRunner
 from kitchenware.serving.inference.tasks import TaskLimits, classify_task, task_uploads
-from kitchenware.serving.metrics import BUSY_REJECTIONS, record_runtime
+from kitchenware.serving.metrics import (
+    BATCH_SIZE,
+    BUSY_REJECTIONS,
+    INFERENCE_SECONDS,
+    record_runtime,
+)
 from kitchenware.serving.settings import ServiceSettings
 
 logger = logging.getLogger("kitchenware.service")
@@ -62,6 +71,29 @@ class ServedFacts:
         return dict(self.facts)
 
 
+@dataclass
+class Photos:
+    """One request's photos for the batcher: uploads it decodes in its thread, or arrays a
+    task decoded already."""
+
+    uploads: list[Upload] = field(default_factory=list)
+    field: str = "image"
+    indexed: bool = False
+    arrays: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.uploads) if self.arrays is None else len(self.arrays)
+
+
+@dataclass
+class Classified:
+    """The batcher's answer for one `Photos`: probabilities, or why its photos failed."""
+
+    arrays: np.ndarray  # the decoded (n, size, size, 3) uint8 photos
+    probabilities: np.ndarray | None = None
+    failures: list[DecodeFailure] = field(default_factory=list)
+
+
 class Pipeline:
     """One served model: loaded in the background, classifying uploads through one batcher."""
 
@@ -76,6 +108,7 @@ class Pipeline:
         )
         # A few decode threads: each may hold a large decoded image, and there are few cores.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+        self.decoders = ThreadPoolExecutor(os.cpu_count() or 1, "kitchenware-decode")
         self.loaded = threading.Event()
         self.load_error: BaseException | None = None
         # A candidate on sampled requests, off the answer path (KITCHENWARE_SHADOW_MODEL_TAG).
@@ -109,8 +142,8 @@ class Pipeline:
             backend.name,
             ", ".join(f"{k}={v}" for k, v in self.runtime.items() if k != "backend"),
         )
-        self.batcher = MicroBatcher(
-            backend.predict_arrays,
+        self.batcher: MicroBatcher[Photos, Classified] = MicroBatcher(
+            self._decode_and_predict,
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
         )
@@ -128,8 +161,49 @@ class Pipeline:
             return None
         return busy_response(self.settings.retry_after_s, "The model is loading.")
 
-    async def classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
-        """Probabilities for uint8 (n, size, size, 3) arrays, or a 503 when the queue is full."""
+    def _decode_and_predict(self, requests: Sequence[Photos]) -> list[Classified]:
+        """The batcher's one call, in its worker thread: decode every request's uploads, then
+        one model call for the requests whose photos all decoded."""
+        meta, max_pixels = self.served.metadata, self.settings.max_image_pixels
+        jobs = [
+            (photos, index, upload)
+            for photos in requests
+            if photos.arrays is None
+            for index, upload in enumerate(photos.uploads)
+        ]
+
+        def decode(job: tuple[Photos, int, Upload]) -> np.ndarray | DecodeFailure:
+            photos, index, upload = job
+            return decode_one(
+                upload, index, photos.field, meta.image_size, max_pixels, indexed=photos.indexed
+            )
+
+        # Pillow lets go of the GIL while it decodes: the photos of one call decode on all
+        # cores, then the model runs on all cores; the two never compete.
+        decoded = iter(self.decoders.map(decode, jobs) if len(jobs) > 1 else map(decode, jobs))
+        answers: list[Classified] = []
+        for photos in requests:
+            if photos.arrays is not None:
+                answers.append(Classified(photos.arrays))
+                continue
+            arrays, failures = stack_decoded([next(decoded) for _ in photos.uploads])
+            answers.append(Classified(arrays, failures=failures))
+        good = [answer for answer in answers if not answer.failures]
+        if not good:
+            return answers
+        batch = good[0].arrays if len(good) == 1 else np.concatenate([a.arrays for a in good])
+        started = time.perf_counter()
+        probabilities = self.backend.predict_arrays(batch)
+        INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SIZE.observe(len(batch))
+        offset = 0
+        for answer in good:
+            answer.probabilities = probabilities[offset : offset + len(answer.arrays)]
+            offset += len(answer.arrays)
+        return answers
+
+    async def _submit(self, photos: Photos) -> Classified | JSONResponse:
+        """The batcher's answer, or a 503 while the model loads or when the queue is full."""
         settings = self.settings
         if not self.loaded.is_set():  # a request during start-up waits for the model
             await anyio.to_thread.run_sync(self.loaded.wait, float(settings.timeout_s))
@@ -137,35 +211,38 @@ class Pipeline:
             state = "failed to load; see the server log" if self.load_error else "still loading"
             return busy_response(settings.retry_after_s, f"The model is {state}. Retry later.")
         try:
-            return await self.batcher.submit(batch.astype(np.float32))
+            return await self.batcher.submit(photos, len(photos))
         except QueueFull:
             BUSY_REJECTIONS.inc()
             return busy_response(settings.retry_after_s)
 
+    async def classify_arrays(self, batch: np.ndarray) -> np.ndarray | JSONResponse:
+        """Probabilities for uint8 (n, size, size, 3) arrays, or a 503 when the queue is full."""
+        done = await self._submit(Photos(arrays=batch))
+        if isinstance(done, JSONResponse):
+            return done
+        assert done.probabilities is not None
+        return done.probabilities
+
     async def classify(
         self, files: Sequence[PurePath], field: str, scope: Any, record: Record, *, indexed: bool
     ) -> list[Classification] | JSONResponse:
-        """Decode the uploads, classify them in one batcher call, record, answer."""
+        """Decode and classify the uploads in one batcher call, record, answer."""
         started = time.perf_counter()
         uploads = uploads_from(files, scope)
-        meta = self.served.metadata
-        batch, failures = await anyio.to_thread.run_sync(
-            lambda: decode_uploads(
-                uploads, field, meta.image_size, self.settings.max_image_pixels, indexed=indexed
-            ),
-            limiter=self.decode_limiter,
-        )
-        if failures:
-            return decode_failure_response(failures)
-        probabilities = await self.classify_arrays(batch)
-        if isinstance(probabilities, JSONResponse):
-            return probabilities
+        done = await self._submit(Photos(uploads, field, indexed))
+        if isinstance(done, JSONResponse):
+            return done
+        if done.failures:
+            return decode_failure_response(done.failures)
+        assert done.probabilities is not None
         elapsed_ms = (time.perf_counter() - started) * 1000
         request_id = request_id_of(scope)
         if self.shadow is not None:  # a queue append: the answer never waits for it
-            self.shadow.offer(request_id, batch, probabilities)
-        await record(request_id, [upload.source for upload in uploads], probabilities, elapsed_ms)
-        return self.results(probabilities, uploads, request_id)
+            self.shadow.offer(request_id, done.arrays, done.probabilities)
+        sources = [upload.source for upload in uploads]
+        await record(request_id, sources, done.probabilities, elapsed_ms)
+        return self.results(done.probabilities, uploads, request_id)
 
     async def classify_task(
         self, paths: list[Path], request: Any
