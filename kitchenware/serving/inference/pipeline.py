@@ -7,6 +7,7 @@ probe must get a prompt 503 while the model loads, not hang.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -147,6 +148,10 @@ class Pipeline:
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
         )
+        # Everything imported and loaded so far lives as long as the process: keep it out of
+        # the collector's scans, which otherwise ran on the event loop every few requests.
+        gc.collect()
+        gc.freeze()
         self.loaded.set()
         if self.shadow is not None:  # loads after the served model: never delays readiness
             self.shadow.start()
