@@ -106,7 +106,8 @@ container: $(STAMP) ## bento -> OCI image kitchenware-classifier:<version> (dock
 container-test: $(STAMP) ## run the image, smoke-test it, export it as an OCI archive
 	PATH=$(abspath $(BIN)):$$PATH deploy/container.sh test
 
-bench: $(STAMP) ## serving benchmark: raw model vs this service vs a naive Flask peer
+bench: $(STAMP) ## serving benchmark: raw model vs this service vs LitServe and a naive Flask peer
+	deploy/system-packages.sh  # wrk, the lean load generator
 	$(BIN)/python bench/serving.py
 
 clean:

@@ -8,7 +8,7 @@ request-sized bursts and flushed; the figure is the writer thread's CPU time
 distinct bytes (a new photo file each time) instead of the 18 repeating photos; `--profile`
 prints a CPU-time cProfile of the writer thread.
 
-`--served` measures the same thread in `bentoml serve` (default settings, 2 workers): after a
+`--served` measures the same thread in `bentoml serve` (default settings): after a
 warm-up, `py-spy dump` finds each worker's "kitchenware-recorder" thread, and its CPU
 (/proc, user + system) over `--predictions` /classify requests at c=`--concurrency` is
 divided by the images answered, beside the whole server's CPU per image.

@@ -8,9 +8,12 @@ run, on one machine:
 2. `bentoml serve service:Kitchenware` with each backend, /classify at concurrency
    1/4/16/32, with the server's CPU per image (process tree) and the load generator's;
 3. the workers/threads layouts of the default backend: one worker with OpenVINO's
-   THROUGHPUT hint and one stream per core, one worker LATENCY, beside the default two;
+   THROUGHPUT hint and one stream per core, two LATENCY workers, beside the default one;
 4. the strong peer (LitServe with its own batching, bench/litserve_peer.py) and the naive
-   peer (Flask + TF `model.predict` per request) on the default backend's model.
+   peer (Flask + TF `model.predict` per request) on the default backend's model;
+5. the default backend and the LitServe peer again at c=1 and 16 with the lean client, wrk
+   (bench/wrk_load.py): the Python client's own 2-3 ms of CPU per photo shares the 2 cores
+   and sits inside every c=1 latency; the targets are judged with both clients.
 A backend whose artifact failed its accuracy gate is measured and marked "(failed gate)";
 a stage that cannot run (no bf16 on this CPU, a server that does not start) is reported as
 skipped with its reason, and the run goes on. Prints the CPU (model, ISA flags), the tables,
@@ -44,8 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import OUT_DIR, REPO_ROOT, cpu_facts, describe_cpu, process_tree_cpu_s
 from loadgen import run_load
 from servers import RunningServer, running_litserve, running_peer, running_service
+from wrk_load import run_wrk, wrk_path
 
 CONCURRENCIES = [1, 4, 16, 32]
+MIN_REQUESTS = 48  # per level: c=1 p50 from at least this many answers
+# The lean client (wrk) at the targets' levels, on the default backend and the LitServe peer.
+LEAN_CONCURRENCIES = [1, 16]
 BATCHES = [1, 8, 16, 32]
 BACKENDS = ["tensorflow", "openvino-fp32", "openvino-bf16", "openvino-int8"]
 HOME = OUT_DIR / "bentoml-home"  # cached: the import + conversion run once
@@ -103,7 +110,7 @@ async def levels(
         result = await run_load(
             url,
             concurrency=concurrency,
-            requests=max(8, concurrency * rounds),
+            requests=max(MIN_REQUESTS, concurrency * rounds),
             images=images,
             timeout_s=REQUEST_TIMEOUT_S,
             warmup_requests=concurrency,
@@ -119,14 +126,36 @@ async def levels(
     return out
 
 
+def lean_levels(url: str, images: list[bytes], seconds: float, pid: int) -> list[dict[str, Any]]:
+    out = []
+    for concurrency in LEAN_CONCURRENCIES:
+        result = run_wrk(
+            url,
+            concurrency=concurrency,
+            seconds=seconds,
+            photos=images,
+            cpu_probe=partial(process_tree_cpu_s, pid),
+        )
+        out.append({**result, "loadavg_after": os.getloadavg()[0]})
+        say(
+            f"  wrk c={concurrency:>2}: {result['images_per_s']:6.1f} img/s, p50 "
+            f"{result['latency_ms']['p50']:6.0f} ms, p99 {result['latency_ms']['p99']:6.0f} ms, "
+            f"server cpu {result['server_cpu_ms_per_image'] or 0:5.1f} ms/img, wrk "
+            f"{result['client_cpu_ms_per_image'] or 0:4.2f} ms/img, errors {result['errors']}"
+        )
+    return out
+
+
 def measure_server(
     server: AbstractContextManager[RunningServer],
     path: str,
     images: list[bytes],
     concurrencies: list[int],
     rounds: int,
+    lean_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Start a server, ask one photo (what answered it), then the load levels."""
+    """Start a server, ask one photo (what answered it), then the load levels (and the lean
+    client's levels when `lean_seconds`)."""
     with server as srv:
         first = httpx.post(
             srv.base_url + path, files={"image": ("p.jpg", images[0], "image/jpeg")}, timeout=60
@@ -136,7 +165,12 @@ def measure_server(
         measured = asyncio.run(
             levels(srv.base_url + path, images, concurrencies, rounds, srv.process.pid)
         )
-    return {"ready_s": srv.ready_s, "served_runtime": answered_by, "levels": measured}
+        entry = {"ready_s": srv.ready_s, "served_runtime": answered_by, "levels": measured}
+        if lean_seconds:
+            entry["lean_levels"] = lean_levels(
+                srv.base_url + path, images, lean_seconds, srv.process.pid
+            )
+    return entry
 
 
 def service(tag: str, backend: str, **env: str) -> AbstractContextManager[RunningServer]:
@@ -146,24 +180,25 @@ def service(tag: str, backend: str, **env: str) -> AbstractContextManager[Runnin
 
 
 def layouts(cores: int) -> dict[str, dict[str, str]]:
-    """Workers x OpenVINO hint beside the default (2 workers, LATENCY: the service rows)."""
+    """Workers x OpenVINO hint beside the default (1 worker, LATENCY: the service rows)."""
     return {
         f"1 worker, THROUGHPUT x{cores} streams": {
             "KITCHENWARE_WORKERS": "1",
             "KITCHENWARE_OPENVINO_HINT": "THROUGHPUT",
             "KITCHENWARE_OPENVINO_STREAMS": str(cores),
         },
-        "1 worker, LATENCY": {"KITCHENWARE_WORKERS": "1"},
+        "2 workers, LATENCY": {"KITCHENWARE_WORKERS": "2"},
     }
 
 
 # --- reading a run ---------------------------------------------------------------------
 
 
-def at_c(entry: dict[str, Any] | None, c: int) -> dict[str, Any] | None:
+def at_c(entry: dict[str, Any] | None, c: int, key: str = "levels") -> dict[str, Any] | None:
+    """A server's level at concurrency c: from the Python client ("levels") or wrk."""
     if not entry:
         return None
-    return next((lv for lv in entry["levels"] if lv["concurrency"] == c), None)
+    return next((lv for lv in entry.get(key, []) if lv["concurrency"] == c), None)
 
 
 def raw_at_b(run: dict[str, Any], backend: str, b: int) -> dict[str, Any] | None:
@@ -197,15 +232,16 @@ def comparison(run: dict[str, Any], c: int) -> dict[str, Any]:
     return row
 
 
-def targets(run: dict[str, Any]) -> dict[str, bool]:
-    """Issue 17's targets, each from this run's numbers (a missing number is a miss)."""
+def targets(run: dict[str, Any], key: str = "levels") -> dict[str, bool]:
+    """Issue 17's targets, each from this run's numbers (a missing number is a miss); with
+    key="lean_levels" the ones wrk measured (c=1 and 16, default backend and LitServe)."""
     default = run["default_backend"]
-    served16 = at_c(run["service"].get(default), 16) or {}
-    served1 = at_c(run["service"].get(default), 1) or {}
+    served16 = at_c(run["service"].get(default), 16, key) or {}
+    served1 = at_c(run["service"].get(default), 1, key) or {}
     raw16, raw1 = raw_at_b(run, default, 16) or {}, raw_at_b(run, default, 1) or {}
     out: dict[str, bool] = {}
     for backend in [default, *(b for b in run["service"] if b.startswith("openvino"))]:
-        level = at_c(run["service"].get(backend), 16)
+        level = at_c(run["service"].get(backend), 16, key)
         raw = raw_at_b(run, backend, 16)
         out[f"served/raw >= {TARGET_SERVED_OVER_RAW} at c=16, {backend}"] = bool(
             level and raw and level["images_per_s"] >= TARGET_SERVED_OVER_RAW * raw["images_per_s"]
@@ -221,14 +257,16 @@ def targets(run: dict[str, Any]) -> dict[str, bool]:
         and served1["latency_ms"]["p50"] <= raw1["latency_ms"]["p50"] + TARGET_C1_P50_OVER_RAW_B1_MS
     )
     for c in (1, 16):
-        peer = at_c(run["peers"].get("litserve"), c)
-        served = at_c(run["service"].get(default), c)
+        peer = at_c(run["peers"].get("litserve"), c, key)
+        served = at_c(run["service"].get(default), c, key)
         out[f">= LitServe peer at c={c} (rate and p50)"] = bool(
             peer
             and served
             and served["images_per_s"] >= peer["images_per_s"]
             and served["latency_ms"]["p50"] <= peer["latency_ms"]["p50"]
         )
+    if key != "levels":  # the naive peer and c=4/32 are measured by the Python client only
+        return out
     naive = at_c(run["peers"].get("naive"), 16)
     out[f">= {TARGET_OVER_NAIVE:.0f}x naive peer at c=16 with lower p99"] = bool(
         naive
@@ -247,10 +285,15 @@ def _rows(run: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     marks = run["gate_marks"]
     for backend, entry in run["service"].items():
         yield f"service {backend}{marks.get(backend, '')}", entry
+        if "lean_levels" in entry:
+            yield f"service {backend} [wrk]", {"levels": entry["lean_levels"]}
     for name, entry in run["layouts"].items():
         yield f"{run['default_backend']}: {name}", entry
     for peer, entry in run["peers"].items():
-        yield {"litserve": "LitServe peer", "naive": "naive Flask peer (TF)"}[peer], entry
+        name = {"litserve": "LitServe peer", "naive": "naive Flask peer (TF)"}[peer]
+        yield name, entry
+        if "lean_levels" in entry:
+            yield f"{name} [wrk]", {"levels": entry["lean_levels"]}
 
 
 def table(run: dict[str, Any]) -> str:
@@ -297,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="requests per client per level")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-layouts", action="store_true")
+    parser.add_argument(
+        "--wrk-seconds",
+        type=float,
+        default=10.0,
+        help="seconds per lean-client (wrk) level; 0 skips them",
+    )
     args = parser.parse_args(argv)
     concurrencies = [1, 4] if args.quick else CONCURRENCIES
     batches = [1, 8, 16] if args.quick else BATCHES
@@ -349,18 +398,25 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         stage("raw", backend, partial(run_raw, model_dir, backend, photos_dir, batches))
     load = partial(measure_server, images=images, concurrencies=concurrencies, rounds=rounds)
+    lean_s = 0.0 if args.quick else args.wrk_seconds
+    if lean_s and wrk_path() is None:
+        run["skipped"]["lean client (wrk)"] = "wrk is not installed: deploy/system-packages.sh"
+        lean_s = 0.0
+    lean = partial(load, lean_seconds=lean_s)
     for backend in backends:
-        stage("service", backend, partial(load, service(tag, backend), "/classify"))
+        measure = lean if backend == default else load
+        stage("service", backend, partial(measure, service(tag, backend), "/classify"))
     if not args.no_layouts and default.startswith("openvino"):
         for name, env in layouts(os.cpu_count() or 2).items():
             stage("layouts", name, partial(load, service(tag, default, **env), "/classify"))
     if not args.no_peers:
-        stage("peers", "litserve", partial(load, running_litserve(model_dir, default), "/predict"))
+        stage("peers", "litserve", partial(lean, running_litserve(model_dir, default), "/predict"))
         stage("peers", "naive", partial(load, running_peer(model_dir), "/predict"))
     run["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     run["wall_s"] = time.perf_counter() - started
     run["comparison"] = [comparison(run, c) for c in concurrencies]
     run["targets"] = targets(run)
+    run["targets_wrk"] = targets(run, "lean_levels") if lean_s else {}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "serving.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     print(report(run, len(images)))
@@ -386,6 +442,8 @@ def report(run: dict[str, Any], photos: int) -> str:
         table(run),
         "",
         *(f"{'MET ' if met else 'MISS'} {target}" for target, met in run["targets"].items()),
+        *(["", "the same targets with the lean client (wrk):"] if run.get("targets_wrk") else []),
+        *(f"{'MET ' if ok else 'MISS'} {t} [wrk]" for t, ok in run.get("targets_wrk", {}).items()),
     ]
     return "\n".join(lines)
 

@@ -43,10 +43,12 @@ class ServiceSettings(BaseSettings):
     max_batch_size: int = Field(32, ge=2, description="Most images per model call.")
     # 60 s: 3 s answered most c=32 requests 503; 15 s held when quiet, not under load.
     max_latency_ms: int = Field(60_000, ge=1, description="Longest a request may wait in queue.")
-    # 2: one process per worker since the in-process batcher; at 16 clients 2 workers
-    # answered 1.5x the requests of 1 and a killed worker no longer stops the service
-    # (RESULTS.md, "Reliability"). Each worker holds its own model (memory x2).
-    workers: int = Field(2, ge=1, description="Service worker processes.")
+    # 1: OpenVINO's LATENCY hint gives one worker's model call every core, so workers x
+    # inference threads = cores. Two such workers (4 threads on 2 cores) answered no more at
+    # c=16 and cost more CPU and p99 once clients spread over both; one worker's crash costs
+    # its in-flight requests and a ~4 s restart while new requests wait in the listen
+    # backlog (bench/RESULTS.md section 2, "Workers: 1 or 2, after the one-hop batcher").
+    workers: int = Field(1, ge=1, description="Service worker processes.")
     timeout_s: int = Field(120, ge=1, description="Request timeout in seconds.")
     retry_after_s: int = Field(
         2, ge=1, description="Retry-After seconds sent with a 429/503 under overload."

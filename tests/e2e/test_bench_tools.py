@@ -18,6 +18,7 @@ from bench_assets import cpu_facts, describe_cpu
 from burst import burst
 from loadgen import run_load
 from serving import attempt, comparison, report, targets
+from wrk_load import run_wrk, wrk_path
 
 
 class _EveryThirdBusy(BaseHTTPRequestHandler):
@@ -71,6 +72,18 @@ def test_burst_on_the_same_driver_counts_busy_answers_without_retry_after(
     assert result.sent == busy + result.outcomes.get("200", 0) and busy > 0
     assert result.busy_without_retry_after == busy and result.bad_busy_bodies == busy
     assert result.dropped == 0 and result.server_errors == 0
+
+
+@pytest.mark.skipif(wrk_path() is None, reason="wrk not installed (deploy/system-packages.sh)")
+def test_the_lean_client_counts_answers_and_errors_by_status(flaky_server: str) -> None:
+    result = run_wrk(flaky_server, concurrency=2, seconds=1, photos=[b"\xff\xd8fake"])
+    assert result["ok"] > 10
+    busy = result["errors"]["status"]
+    assert result["requests"] == result["ok"] + busy
+    assert busy == pytest.approx(result["requests"] / 3, abs=2)  # every third answer is 503
+    assert result["images_per_s"] == pytest.approx(result["ok"] / result["wall_s"])
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert result["client_cpu_ms_per_image"] is not None and result["client_cpu_ms_per_image"] > 0
 
 
 def test_load_generator_refuses_non_loopback_targets() -> None:
@@ -156,6 +169,26 @@ def test_each_missed_target_is_named() -> None:
         {**run, "comparison": [comparison(run, 1), comparison(run, 16)], "targets": met}, 18
     )
     assert text.count("MISS") == 6
+
+
+def test_targets_are_judged_again_on_the_lean_clients_numbers() -> None:
+    # The Python client's c=1 p50 misses raw b=1 + 3 ms; wrk's, without its 2 ms, meets it.
+    run = _run(served_16=76.0, served_c1_p50=22.0, cpu_16=26.0)
+    run["service"]["openvino-bf16"]["lean_levels"] = [
+        _level(1, 50.0, 19.0, 25.0, 24.0),
+        _level(16, 78.0, 240, 380, 25.0),
+    ]
+    run["peers"]["litserve"]["lean_levels"] = [
+        _level(1, 45.0, 20.0, 26.0, 24.0),
+        _level(16, 72.0, 250, 400, 25.0),
+    ]
+    assert not targets(run)["c=1 p50 <= raw b=1 p50 + 3 ms (openvino-bf16)"]
+    lean = targets(run, "lean_levels")
+    assert all(lean.values()), lean
+    assert "zero errors at c=1-32, shipped defaults" not in lean  # c=4 and 32: Python only
+    text = report({**run, "comparison": [], "targets": targets(run), "targets_wrk": lean}, 18)
+    assert "MET  c=1 p50 <= raw b=1 p50 + 3 ms (openvino-bf16) [wrk]" in text
+    assert "service openvino-bf16 [wrk]" in text
 
 
 def test_a_stage_that_cannot_run_is_reported_and_the_run_goes_on() -> None:

@@ -80,8 +80,10 @@ def test_acknowledged_feedback_survives_sigkill(
 ) -> None:
     home = tmp_path / "home"
     import_into_store(shared_model_dir(tmp_path_factory.getbasetemp()), home)
-    env = store_env(home, monitoring_dir=tmp_path / "monitoring")
-    env.update({f"KITCHENWARE_{k.upper()}": v for k, v in store_settings.items()})
+    # Two workers: two processes write the store at once when the server is killed.
+    env = store_env(
+        home, monitoring_dir=tmp_path / "monitoring", workers="2", overrides=store_settings
+    )
     acked: list[tuple[int, str]] = []
     errors: list[str] = []
     stop = threading.Event()

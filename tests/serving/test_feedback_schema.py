@@ -1,4 +1,4 @@
-"""Several workers open a new store at once (2 workers is the default): the schema is
+"""Several workers open a new store at once (`KITCHENWARE_WORKERS=2`): the schema is
 created once, no worker fails. Before the fix, one of two concurrent CREATE TABLEs on
 PostgreSQL failed with a UniqueViolation in pg_type and that worker's /feedback was 503."""
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -90,28 +91,43 @@ def test_an_idle_keep_alive_connection_is_not_closed_under_a_client(
     connection.close()
 
 
-def test_killing_one_worker_loses_only_its_in_flight_requests(
-    two_workers: ServedService,
-) -> None:
-    before = worker_pids(two_workers)
-    assert len(before) == 2, before
-    outcomes: list[tuple[float, str]] = []
+@dataclass
+class Kill:
+    """What 8 clients saw when one worker was killed under their load."""
+
+    outcomes: list[tuple[float, float, str]]  # (sent, answered, status or exception name)
+    killed_at: float
+    replaced_after_s: float | None
+
+    def failed(self) -> Counter[str]:
+        return Counter(s for _, _, s in self.outcomes if not s.isdigit())
+
+    def statuses_within(self, seconds: float) -> Counter[str]:
+        return Counter(
+            s for _, done, s in self.outcomes if self.killed_at <= done <= self.killed_at + seconds
+        )
+
+
+def kill_a_worker_under_load(server: ServedService, clients: int = 8) -> Kill:
+    before = worker_pids(server)
+    outcomes: list[tuple[float, float, str]] = []
     stop = threading.Event()
 
     def client() -> None:
         with httpx.Client(timeout=30) as session:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     status = str(
                         session.post(
-                            f"{two_workers.url}/classify", files={"image": ("c.jpg", PHOTO)}
+                            f"{server.url}/classify", files={"image": ("c.jpg", PHOTO)}
                         ).status_code
                     )
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
-                outcomes.append((time.monotonic(), status))
+                outcomes.append((sent, time.monotonic(), status))
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     time.sleep(3)
@@ -119,8 +135,8 @@ def test_killing_one_worker_loses_only_its_in_flight_requests(
     os.kill(before[0], signal.SIGKILL)
     replaced = None
     while time.monotonic() - killed_at < 60:
-        now = worker_pids(two_workers)
-        if len(now) == 2 and before[0] not in now:
+        now = worker_pids(server)
+        if len(now) == len(before) and before[0] not in now:
             replaced = time.monotonic() - killed_at
             break
         time.sleep(0.2)
@@ -128,16 +144,48 @@ def test_killing_one_worker_loses_only_its_in_flight_requests(
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
-    during = Counter(s for t, s in outcomes if killed_at <= t <= killed_at + 8)
-    failed = [s for _, s in outcomes if not s.isdigit()]
+    kill = Kill(outcomes, killed_at, replaced)
     print(
-        f"worker kill: {len(failed)} lost {Counter(failed)}, during 8 s after: {dict(during)}, "
+        f"worker kill ({len(before)} workers): {sum(kill.failed().values())} lost "
+        f"{kill.failed()}, answers in the 8 s after: {dict(kill.statuses_within(8))}, "
         f"replacement worker after {replaced} s"
     )
-    assert len(failed) <= 8, Counter(failed)  # at most the clients' in-flight requests
-    assert during["200"] > 0  # the other worker kept answering
-    assert replaced is not None
-    assert not [s for _, s in outcomes if s.isdigit() and s.startswith("5")]
+    return kill
+
+
+def test_killing_one_worker_loses_only_its_in_flight_requests(
+    two_workers: ServedService,
+) -> None:
+    assert len(worker_pids(two_workers)) == 2
+    kill = kill_a_worker_under_load(two_workers)
+    assert sum(kill.failed().values()) <= 8, kill.failed()  # the clients' in-flight requests
+    assert kill.statuses_within(8)["200"] > 0  # the other worker kept answering
+    assert kill.replaced_after_s is not None
+    assert not [s for _, _, s in kill.outcomes if s.startswith("5")]
+
+
+@pytest.fixture(scope="module")
+def shipped_defaults(
+    model_tag: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedService]:
+    home, tag = model_tag
+    env = store_env(home, model_tag=tag)
+    with serve("service:Kitchenware", env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+def test_killing_the_only_worker_loses_in_flight_requests_and_new_ones_wait(
+    shipped_defaults: ServedService,
+) -> None:
+    """One worker (the default on 2 cores): the arbiter keeps the listening socket and starts a
+    new worker; requests sent meanwhile wait in the backlog and are answered, none refused."""
+    assert len(worker_pids(shipped_defaults)) == 1
+    kill = kill_a_worker_under_load(shipped_defaults)
+    assert sum(kill.failed().values()) <= 8, kill.failed()  # only those in flight
+    assert "ConnectError" not in kill.failed()  # nobody was refused
+    assert kill.replaced_after_s is not None
+    sent_after = Counter(s for sent, _, s in kill.outcomes if sent > kill.killed_at)
+    assert sent_after["200"] and set(sent_after) == {"200"}, sent_after
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits(

@@ -1,4 +1,5 @@
-"""`bentoml serve` with an OpenVINO backend: runtime in answers and /metrics, no TensorFlow.
+"""`bentoml serve` with an OpenVINO backend: runtime in answers and /metrics, no TensorFlow,
+and by default no more inference threads than cores.
 
 The colour model converted at import (fp32 IR + int8 IR + gate), imported into a store,
 served by a real `bentoml serve`; the worker's memory map must hold no TensorFlow library.
@@ -6,6 +7,7 @@ served by a real `bentoml serve`; the worker's memory map must hold no TensorFlo
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -65,3 +67,8 @@ def test_served_openvino_backend_reports_runtime_and_loads_no_tensorflow(tmp_pat
             line for line in maps[pid].splitlines() if "site-packages/tensorflow/" in line
         ]
         assert not tensorflow, f"worker {pid} mapped TensorFlow: {tensorflow[:3]}"
+    # Shipped defaults: workers x OpenVINO threads <= cores; more made every photo cost more
+    # CPU once clients spread over the workers (bench/RESULTS.md section 2).
+    threads = re.search(r'threads="(\d+)"', info[1])
+    assert threads, info[1]
+    assert len(workers) * int(threads[1]) <= len(os.sched_getaffinity(0)), (workers, threads[1])

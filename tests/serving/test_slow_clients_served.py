@@ -52,6 +52,7 @@ def test_slow_uploads_hold_no_slot_and_are_cut_off_with_a_408(tmp_path: Path) ->
     import_into_store(shared_model_dir(tmp_path), home)
     env = store_env(
         home,
+        workers="2",
         max_in_flight=str(MAX_IN_FLIGHT),
         min_upload_bytes_per_s="1000",
         upload_grace_s=str(GRACE_S),

@@ -47,8 +47,8 @@ def served_store(
 ) -> Iterator[ServedService]:
     home = tmp_path / "home"
     import_into_store(shared_model_dir(tmp_path_factory.getbasetemp()), home)
-    env = store_env(home, monitoring_dir=tmp_path / "monitoring")
-    env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
+    # Two workers: both must survive the store's faults without a restart.
+    env = store_env(home, monitoring_dir=tmp_path / "monitoring", workers="2", overrides=settings)
     with serve("service:Kitchenware", env, cwd=REPO, log_dir=tmp_path) as server:
         yield server
 

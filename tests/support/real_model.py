@@ -26,7 +26,7 @@ def pretrained_cli(
     """
     return subprocess.run(
         [sys.executable, "-m", "kitchenware.modelbuild.pretrained", *args],
-        env=store_env(home, default_model=True, **settings),
+        env=store_env(home, default_model=True, overrides=settings),
         cwd=REPO,
         capture_output=True,
         text=True,

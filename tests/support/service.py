@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,7 @@ def store_env(
     *,
     default_model: bool = False,
     monitoring_dir: Path | str | None = None,
+    overrides: Mapping[str, str] | None = None,
     **settings: str,
 ) -> dict[str, str]:
     """Environment for a subprocess that uses the store in `bentoml_home`.
@@ -155,7 +156,8 @@ def store_env(
     It serves the demo-named model (`kitchenware:latest`, what these helpers import) unless
     `model_tag` is given, or `default_model=True` leaves the service's own default (the
     published Xception) in charge. `monitoring_dir`: where the prediction log's JSON lines
-    go (the test's folder, not the working directory).
+    go (the test's folder, not the working directory). `overrides`: more settings by name
+    (a test's parameter dict), the same as keyword arguments.
     """
     env = {
         k: v
@@ -171,6 +173,7 @@ def store_env(
     )
     if not default_model:
         settings = {"model_tag": DEMO_MODEL_TAG, **settings}
+    settings = {**settings, **(overrides or {})}
     env.update({f"KITCHENWARE_{k.upper()}": v for k, v in settings.items()})
     if monitoring_dir is not None:
         env["BENTOML_CONFIG_OPTIONS"] = (
@@ -237,7 +240,7 @@ def shared_server(request: object, base: Path) -> ServedService:
         home = base / "bentoml_home"
         model_dir = shared_model_dir(base)
         tag = import_into_store(model_dir, home)
-        env = store_env(home, default_model=False, **SHARED_SERVER_SETTINGS)
+        env = store_env(home, overrides=SHARED_SERVER_SETTINGS)
         context = serve("service:Kitchenware", env, log_dir=base)
         return context, {"model_dir": model_dir, "tag": tag, "bentoml_home": home}
 
