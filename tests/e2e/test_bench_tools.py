@@ -174,6 +174,8 @@ def test_each_missed_target_is_named() -> None:
 def test_targets_are_judged_again_on_the_lean_clients_numbers() -> None:
     # The Python client's c=1 p50 misses raw b=1 + 3 ms; wrk's, without its 2 ms, meets it.
     run = _run(served_16=76.0, served_c1_p50=22.0, cpu_16=26.0)
+    run["service"]["openvino-fp32"] = {"levels": [_level(16, 70.0, 250, 400, 25.0)]}
+    run["raw"]["openvino-fp32"] = _raw(b1_p50=18.0, b16_rate=80.0, b16_cpu=24.0)
     run["service"]["openvino-bf16"]["lean_levels"] = [
         _level(1, 50.0, 19.0, 25.0, 24.0),
         _level(16, 78.0, 240, 380, 25.0),
@@ -186,6 +188,9 @@ def test_targets_are_judged_again_on_the_lean_clients_numbers() -> None:
     lean = targets(run, "lean_levels")
     assert all(lean.values()), lean
     assert "zero errors at c=1-32, shipped defaults" not in lean  # c=4 and 32: Python only
+    assert [t for t in lean if t.startswith("served/raw")] == [  # wrk: the default backend only
+        "served/raw >= 0.9 at c=16, openvino-bf16"
+    ]
     text = report({**run, "comparison": [], "targets": targets(run), "targets_wrk": lean}, 18)
     assert "MET  c=1 p50 <= raw b=1 p50 + 3 ms (openvino-bf16) [wrk]" in text
     assert "service openvino-bf16 [wrk]" in text
