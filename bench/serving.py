@@ -19,7 +19,7 @@ a stage that cannot run (no bf16 on this CPU, a server that does not start) is r
 skipped with its reason, and the run goes on. Prints the CPU (model, ISA flags), the tables,
 the ratios and the issue's targets; writes bench/out/serving.json.
 
-    python bench/serving.py            # about 10-15 minutes on 2 quiet cores
+    python bench/serving.py            # 10-15 minutes on 2 quiet cores (24 requests a client)
     python bench/serving.py --quick    # c=1,4 and batch 1,8, few requests: a smoke run
 """
 
@@ -50,7 +50,7 @@ from servers import RunningServer, running_litserve, running_peer, running_servi
 from wrk_load import run_wrk, wrk_path
 
 CONCURRENCIES = [1, 4, 16, 32]
-MIN_REQUESTS = 48  # per level: c=1 p50 from at least this many answers
+MIN_REQUESTS = 100  # per level: c=1 p50 from at least this many answers
 # The lean client (wrk) at the targets' levels, on the default backend and the LitServe peer.
 LEAN_CONCURRENCIES = [1, 16]
 BATCHES = [1, 8, 16, 32]
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: c=1,4, batch 1,8")
     parser.add_argument("--backends", nargs="+", default=BACKENDS)
-    parser.add_argument("--rounds", type=int, default=6, help="requests per client per level")
+    parser.add_argument("--rounds", type=int, default=24, help="requests per client per level")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-layouts", action="store_true")
     parser.add_argument(

@@ -1,0 +1,99 @@
+"""CPU per photo of each thread of a served /classify, from /proc, under a closed-loop load.
+
+py-spy's shares count a thread as busy while it waits for a core; the kernel's per-thread
+CPU time does not. Starts `bentoml serve` on the real model (KITCHENWARE_* overrides as
+NAME=VALUE arguments), warms up, reads every thread's CPU time, drives `--requests`
+uploads at `--concurrency`, reads again, and prints CPU ms per photo per process and per
+thread, named by `py-spy dump` (OpenVINO's own threads have no Python name). Needs py-spy.
+
+    python bench/thread_cpu.py --concurrency 16 KITCHENWARE_WORKERS=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_assets import cpu_facts, describe_cpu, real_photos
+from loadgen import run_load
+from servers import running_service
+from serving import HOME, prepare_model
+
+Key = tuple[int, int]  # (process id, thread id)
+
+
+def thread_cpu_s(root: int) -> dict[Key, float]:
+    """CPU seconds of every thread of `root` and its descendants."""
+    out: dict[Key, float] = {}
+    parent = psutil.Process(root)
+    for process in [parent, *parent.children(recursive=True)]:
+        try:
+            for thread in process.threads():
+                out[(process.pid, thread.id)] = thread.user_time + thread.system_time
+        except psutil.Error:  # exited while we looked
+            continue
+    return out
+
+
+def python_thread_names(root: int) -> dict[int, str]:
+    """Thread id -> Python thread name, for each process of the server (py-spy dump)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    names: dict[int, str] = {}
+    for process in psutil.Process(root).children(recursive=True):
+        dump = subprocess.run(
+            [py_spy, "dump", "--pid", str(process.pid)], capture_output=True, text=True
+        ).stdout
+        for match in re.finditer(r'Thread (\S+) \(\w+\): "([^"]*)"', dump):
+            names[int(match[1], 0)] = match[2]
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("settings", nargs="*", help="KITCHENWARE_NAME=VALUE overrides")
+    args = parser.parse_args(argv)
+    env = dict(setting.split("=", 1) for setting in args.settings)
+    tag, _, _ = prepare_model()
+    photos = list(real_photos().values())
+    with running_service(tag, HOME, env, name="service-thread-cpu") as server:
+        url = server.base_url + "/classify"
+        asyncio.run(run_load(url, concurrency=args.concurrency, requests=64, images=photos))
+        before = thread_cpu_s(server.process.pid)
+        result = asyncio.run(
+            run_load(url, concurrency=args.concurrency, requests=args.requests, images=photos)
+        )
+        after = thread_cpu_s(server.process.pid)
+        names = python_thread_names(server.process.pid)
+    used = {key: after[key] - before.get(key, 0.0) for key in after}
+    per_image = {key: 1000 * seconds / max(result.ok, 1) for key, seconds in used.items()}
+    per_process: dict[int, float] = {}
+    for (pid, _), ms in per_image.items():
+        per_process[pid] = per_process.get(pid, 0.0) + ms
+    print(f"CPU: {describe_cpu(cpu_facts())}; settings {env or 'shipped defaults'}")
+    print(
+        f"{result.ok} answers at c={args.concurrency}: {result.images_per_s:.1f} img/s, "
+        f"p50 {result.latency_ms['p50']:.0f} ms, errors {result.errors or 0}; server "
+        f"{sum(per_image.values()):.2f} ms CPU/img, load generator "
+        f"{result.client_cpu_ms_per_image or 0:.2f}"
+    )
+    for pid, ms in sorted(per_process.items(), key=lambda kv: -kv[1]):
+        if ms >= 0.01:
+            print(f"process {pid}: {ms:.2f} ms/img")
+            for (p, tid), t_ms in sorted(per_image.items(), key=lambda kv: -kv[1]):
+                if p == pid and t_ms >= 0.01:
+                    print(f"  {names.get(tid, 'native (OpenVINO)'):<40} {t_ms:6.2f} ms/img")
+    return 0 if not result.errors else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
