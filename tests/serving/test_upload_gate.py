@@ -28,7 +28,12 @@ from kitchenware.serving.http.uploads import (
     UploadGate,
     UploadPace,
 )
-from kitchenware.serving.inference.decoding import Upload, decode_failure_response, decode_uploads
+from kitchenware.serving.inference.decoding import (
+    Upload,
+    decode_failure_response,
+    decode_one,
+    stack_decoded,
+)
 
 BOUNDARY = "gateboundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
@@ -386,7 +391,9 @@ def decode_batch(tmp_path: Path, files: list[tuple[str, bytes]]) -> tuple[int, d
         path = tmp_path / f"upload-{index}"
         path.write_bytes(data)
         uploads.append(Upload(path, name))
-    images, failures = decode_uploads(uploads, "images", 32, max_pixels=10_000, indexed=True)
+    images, failures = stack_decoded(
+        [decode_one(u, i, "images", 32, 10_000, indexed=True) for i, u in enumerate(uploads)]
+    )
     assert failures, "every case here has at least one bad image"
     assert images.size == 0  # nothing goes to the model when any image failed
     return send_response(decode_failure_response(failures))

@@ -9,8 +9,9 @@ like BentoML's own batcher, instead of timing out later.
 The queued items go to `run` whole, in one worker thread: the pipeline decodes the photos
 and calls the model there, so a request costs one thread hand-off, not one for decoding and
 another for the model, and decoding never competes for the cores with the model's own
-threads (bench/RESULTS.md, "one hop"). Measured against BentoML's two-process layout
-(front + model service, arrays sent over HTTP) in bench/RESULTS.md ("one process or two").
+threads (bench/RESULTS.md section 1, "one-hop batcher"). Measured against BentoML's
+two-process layout (front + model service, arrays sent over HTTP) in bench/RESULTS.md
+("one process or two").
 """
 
 from __future__ import annotations

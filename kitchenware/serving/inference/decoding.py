@@ -155,18 +155,6 @@ def stack_decoded(
     return np.stack([d for d in decoded if isinstance(d, np.ndarray)]), []
 
 
-def decode_uploads(
-    uploads: list[Upload], field: str, image_size: int, max_pixels: int, *, indexed: bool
-) -> tuple[np.ndarray, list[DecodeFailure]]:
-    """Decode every upload (blocking; run in a thread); failures are returned, not raised."""
-    return stack_decoded(
-        [
-            decode_one(upload, i, field, image_size, max_pixels, indexed=indexed)
-            for i, upload in enumerate(uploads)
-        ]
-    )
-
-
 def decode_failure_response(failures: list[DecodeFailure]) -> JSONResponse:
     """400 (or 413 when every failure is over the pixel limit) naming each bad image."""
     status = 413 if all(f.error.status_code == 413 for f in failures) else 400

@@ -1,4 +1,5 @@
-"""The classify pipeline: model loading and readiness, then decode -> batcher -> answers.
+"""The classify pipeline: model loading and readiness, then the batcher (decode + model) ->
+answers.
 
 service.py's endpoints are one call into `Pipeline` each. The model loads in a thread:
 BentoML starts answering HTTP only after the service's __init__ returns, and a /readyz
@@ -78,7 +79,7 @@ class Photos:
     task decoded already."""
 
     uploads: list[Upload] = field(default_factory=list)
-    field: str = "image"
+    form_field: str = "image"  # names a failed photo: "image", or "images[2]" when indexed
     indexed: bool = False
     arrays: np.ndarray | None = None
 
@@ -180,7 +181,12 @@ class Pipeline:
         def decode(job: tuple[Photos, int, Upload]) -> np.ndarray | DecodeFailure:
             photos, index, upload = job
             return decode_one(
-                upload, index, photos.field, meta.image_size, max_pixels, indexed=photos.indexed
+                upload,
+                index,
+                photos.form_field,
+                meta.image_size,
+                max_pixels,
+                indexed=photos.indexed,
             )
 
         # Pillow lets go of the GIL while it decodes: the photos of one call decode on all
