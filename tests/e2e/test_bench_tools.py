@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_assets import cpu_facts, describe_cpu
 from burst import burst
+from interleaved import median_level, median_raw
 from loadgen import run_load
 from serving import attempt, comparison, report, targets
 from wrk_load import run_wrk, wrk_path
@@ -194,6 +195,22 @@ def test_targets_are_judged_again_on_the_lean_clients_numbers() -> None:
     text = report({**run, "comparison": [], "targets": targets(run), "targets_wrk": lean}, 18)
     assert "MET  c=1 p50 <= raw b=1 p50 + 3 ms (openvino-bf16) [wrk]" in text
     assert "service openvino-bf16 [wrk]" in text
+
+
+def test_interleaved_rounds_are_judged_on_their_medians() -> None:
+    # One slow round (a drift of the machine) moves neither the median rate nor the p50.
+    rounds = [_level(16, 90.0, 170, 230, 17.0), _level(16, 60.0, 260, 400, 25.0, **{"503": 1})]
+    rounds.append(_level(16, 88.0, 175, 240, 18.0))
+    level = median_level(rounds)
+    assert level["images_per_s"] == 88.0 and level["latency_ms"]["p50"] == 175
+    assert level["server_cpu_ms_per_image"] == 18.0 and level["errors"] == {"503": 1}
+    raws = [_raw(b1_p50=p50, b16_rate=rate, b16_cpu=cpu) for p50, rate, cpu in
+            [(12.0, 95.0, 16.0), (15.0, 80.0, 20.0), (11.0, 110.0, 14.0)]]  # fmt: skip
+    b1, b16 = median_raw(raws)["batches"]
+    assert b1["latency_ms"]["p50"] == 12.0 and (b16["images_per_s"], b16["cpu_ms_per_image"]) == (
+        95.0,
+        16.0,
+    )
 
 
 def test_a_stage_that_cannot_run_is_reported_and_the_run_goes_on() -> None:
