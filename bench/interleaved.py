@@ -2,11 +2,12 @@
 
 `bench/serving.py` measures its stages one after another, minutes apart; on a VM whose
 speed drifts by minutes (RESULTS.md section 1: the raw pipeline alone moved 91 -> 114 img/s
-between two runs) a ratio inside one run moves with the drift. Here the service (default
-backend, shipped settings) and the LitServe peer stay up, and each round measures, in turn:
+between two runs) a ratio inside one run moves with the drift. Here each round measures,
+in turn, for the default backend with the shipped settings:
 the raw pipeline at batch 1 and 16 (a fresh subprocess), the service at c=1 and 16 with the
-Python client and with wrk, then the peer the same way. The targets are judged on the
-median of the rounds; every round is printed too. Loopback only, bounded by `--rounds`.
+Python client and with wrk, then the peer the same way, each server started for its turn
+only. The targets are judged on the median of the rounds; every round is printed too.
+Loopback only, bounded by `--rounds`.
 
     python bench/interleaved.py --rounds 3
 """
@@ -93,13 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_facts()
     say(f"CPU: {describe_cpu(cpu)}; load {cpu['loadavg']}; {tag}, auto = {backend}")
     rounds: list[dict[str, Any]] = []
-    with service(tag, backend) as srv, running_litserve(model_dir, backend) as peer:
-        servers = {"service": (srv, "/classify"), "litserve": (peer, "/predict")}
-        for k in range(args.rounds):
-            say(f"round {k + 1}/{args.rounds}: raw {backend}")
-            one: dict[str, Any] = {"raw": run_raw(model_dir, backend, photos_dir, [1, 16])}
-            for name, (server, path) in servers.items():
-                say(f"round {k + 1}/{args.rounds}: {name}")
+    # One server up at a time: the LitServe peer's idle workers poll their queues (15 % of a
+    # core measured here), which would tax whichever server is being measured beside it.
+    servers = {
+        "service": (lambda: service(tag, backend), "/classify"),
+        "litserve": (lambda: running_litserve(model_dir, backend), "/predict"),
+    }
+    for k in range(args.rounds):
+        say(f"round {k + 1}/{args.rounds}: raw {backend}")
+        one: dict[str, Any] = {"raw": run_raw(model_dir, backend, photos_dir, [1, 16])}
+        for name, (start, path) in servers.items():
+            say(f"round {k + 1}/{args.rounds}: {name}")
+            with start() as server:
                 url, pid = server.base_url + path, server.process.pid
                 one[name] = {
                     "levels": asyncio.run(
@@ -107,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "lean_levels": lean_levels(url, images, args.wrk_seconds, pid),
                 }
-            one["loadavg"] = cpu_facts()["loadavg"]
-            rounds.append(one)
+        one["loadavg"] = cpu_facts()["loadavg"]
+        rounds.append(one)
     view = {
         "default_backend": backend,
         "raw": {backend: median_raw([r["raw"] for r in rounds])},
