@@ -14,6 +14,8 @@ run, on one machine:
 5. the default backend and the LitServe peer again at c=1 and 16 with the lean client, wrk
    (bench/wrk_load.py): the Python client's own 2-3 ms of CPU per photo shares the 2 cores
    and sits inside every c=1 latency; the targets are judged with both clients.
+The stages run one after another, minutes apart; on a machine whose speed drifts, judge the
+targets with bench/interleaved.py (rounds of raw, service and peer in turn, medians).
 A backend whose artifact failed its accuracy gate is measured and marked "(failed gate)";
 a stage that cannot run (no bf16 on this CPU, a server that does not start) is reported as
 skipped with its reason, and the run goes on. Prints the CPU (model, ISA flags), the tables,
