@@ -6,6 +6,8 @@ Kept free of TensorFlow imports so the load-generating process stays light.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +86,39 @@ def process_tree_cpu_s(root_pid: int) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def threads_cpu_s(root_pid: int) -> dict[tuple[int, int], float]:
+    """(process id, native thread id) -> CPU seconds so far, for every thread of a process
+    and its descendants: the kernel's count, which (unlike py-spy's samples) does not count a
+    thread waiting for a core."""
+    out: dict[tuple[int, int], float] = {}
+    root = psutil.Process(root_pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            for thread in process.threads():
+                out[(process.pid, thread.id)] = thread.user_time + thread.system_time
+        except psutil.Error:  # exited while we looked
+            continue
+    return out
+
+
+def py_spy() -> str:
+    """The py-spy executable (PATH, or beside this Python); `pip install py-spy`."""
+    return shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+
+def python_threads(root_pid: int) -> dict[tuple[int, int], str]:
+    """(process id, native thread id) -> Python thread name, for every descendant of
+    `root_pid`, from `py-spy dump` (threads Python did not start, e.g. OpenVINO's, are absent)."""
+    names: dict[tuple[int, int], str] = {}
+    for process in psutil.Process(root_pid).children(recursive=True):
+        dump = subprocess.run(
+            [py_spy(), "dump", "--pid", str(process.pid), "--nonblocking"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for match in re.finditer(r'Thread (\S+) \(\w+\): "([^"]*)"', dump):
+            names[(process.pid, int(match[1], 0))] = match[2]
+    return names

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_assets import OUT_DIR, cpu_facts, describe_cpu, process_tree_cpu_s
+from bench_assets import OUT_DIR, cpu_facts, describe_cpu, process_tree_cpu_s, py_spy
 from loadgen import run_load
 from servers import running_service
 from serving import HOME, prepare_model, say
@@ -184,7 +183,6 @@ def main_threads_cpu_s(root_pid: int) -> float:
 
 def profile_server(args: argparse.Namespace, collapsed: Path) -> list[str]:
     """Run the server under load with py-spy attached; a few lines about the run."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     tag, _, photos_dir = prepare_model()
     images = [path.read_bytes() for path in sorted(photos_dir.glob("*.jpg"))]
     facts = cpu_facts()
@@ -192,7 +190,7 @@ def profile_server(args: argparse.Namespace, collapsed: Path) -> list[str]:
         url = server.base_url + "/classify"
         pid = server.process.pid
         asyncio.run(run_load(url, concurrency=args.concurrency, requests=32, images=images))
-        record = [py_spy, "record", "--subprocesses", "--pid", str(pid)]
+        record = [py_spy(), "record", "--subprocesses", "--pid", str(pid)]
         record += ["--rate", str(args.rate), "--format", "raw", "--output", str(collapsed)]
         spy = subprocess.Popen([*record, "--nonblocking"], stdout=subprocess.DEVNULL)
         time.sleep(2)  # py-spy attaches to every process of the tree

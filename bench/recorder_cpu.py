@@ -24,17 +24,19 @@ import asyncio
 import cProfile
 import os
 import pstats
-import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
-from bench_assets import cpu_facts, describe_cpu, process_tree_cpu_s, real_photos
+from bench_assets import (
+    cpu_facts,
+    describe_cpu,
+    process_tree_cpu_s,
+    python_threads,
+    real_photos,
+    threads_cpu_s,
+)
 from loadgen import run_load
 from servers import running_service
 from serving import HOME, prepare_model
@@ -94,13 +96,13 @@ def main() -> None:
         submit(args.predictions + k)
     assert recorder.flush(60) and recorder._thread is not None
     writer = (os.getpid(), recorder._thread.native_id or 0)
-    before, wall = thread_cpu_s(*writer), time.perf_counter()
+    before, wall = threads_cpu_s(os.getpid())[writer], time.perf_counter()
     for n in range(0, args.predictions, args.burst):
         for k in range(n, min(n + args.burst, args.predictions)):
             submit(k)
         time.sleep(args.burst / args.rate)  # requests arrive over time, not all at once
     assert recorder.flush(600)
-    used, wall = thread_cpu_s(*writer) - before, time.perf_counter() - wall
+    used, wall = threads_cpu_s(os.getpid())[writer] - before, time.perf_counter() - wall
     recorder.close()
     kept = loop.store.get().counts()["predictions"] - 32
     print(
@@ -115,23 +117,7 @@ def main() -> None:
 
 def recorder_threads(root_pid: int) -> list[tuple[int, int]]:
     """(worker pid, native thread id) of every worker's recorder thread, via py-spy dump."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    found = []
-    for worker in psutil.Process(root_pid).children(recursive=True):
-        dump = subprocess.run(
-            [py_spy, "dump", "--pid", str(worker.pid), "--nonblocking"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        for tid in re.findall(r'Thread (\d+) \(\w+\): "kitchenware-recorder"', dump):
-            found.append((worker.pid, int(tid)))
-    return found
-
-
-def thread_cpu_s(pid: int, tid: int) -> float:
-    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return [key for key, name in python_threads(root_pid).items() if name == "kitchenware-recorder"]
 
 
 def served(args: argparse.Namespace) -> None:
@@ -141,7 +127,7 @@ def served(args: argparse.Namespace) -> None:
     with running_service(tag, HOME, name="recorder-cpu") as server:
         url, pid = server.base_url + "/classify", server.process.pid
         asyncio.run(run_load(url, concurrency=args.concurrency, requests=200, images=images))
-        before = {t: thread_cpu_s(*t) for t in recorder_threads(pid)}
+        before = threads_cpu_s(pid)
         tree_before = process_tree_cpu_s(pid)
         result = asyncio.run(
             run_load(url, concurrency=args.concurrency, requests=args.predictions, images=images)
@@ -151,7 +137,8 @@ def served(args: argparse.Namespace) -> None:
         # during the run: all of its CPU counts.
         threads = recorder_threads(pid)
         assert threads, "no kitchenware-recorder thread found (is py-spy installed?)"
-        used = sum(thread_cpu_s(*t) - before.get(t, 0.0) for t in threads)
+        after = threads_cpu_s(pid)
+        used = sum(after[t] - before.get(t, 0.0) for t in threads if t in after)
         tree = process_tree_cpu_s(pid) - tree_before
     done = max(result.ok, 1)
     print(

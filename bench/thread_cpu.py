@@ -13,47 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_assets import cpu_facts, describe_cpu, real_photos
+from bench_assets import cpu_facts, describe_cpu, python_threads, real_photos, threads_cpu_s
 from loadgen import run_load
 from servers import running_service
 from serving import HOME, prepare_model
-
-Key = tuple[int, int]  # (process id, thread id)
-
-
-def thread_cpu_s(root: int) -> dict[Key, float]:
-    """CPU seconds of every thread of `root` and its descendants."""
-    out: dict[Key, float] = {}
-    parent = psutil.Process(root)
-    for process in [parent, *parent.children(recursive=True)]:
-        try:
-            for thread in process.threads():
-                out[(process.pid, thread.id)] = thread.user_time + thread.system_time
-        except psutil.Error:  # exited while we looked
-            continue
-    return out
-
-
-def python_thread_names(root: int) -> dict[int, str]:
-    """Thread id -> Python thread name, for each process of the server (py-spy dump)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    names: dict[int, str] = {}
-    for process in psutil.Process(root).children(recursive=True):
-        dump = subprocess.run(
-            [py_spy, "dump", "--pid", str(process.pid)], capture_output=True, text=True
-        ).stdout
-        for match in re.finditer(r'Thread (\S+) \(\w+\): "([^"]*)"', dump):
-            names[int(match[1], 0)] = match[2]
-    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     with running_service(tag, HOME, env, name="service-thread-cpu") as server:
         url = server.base_url + "/classify"
         asyncio.run(run_load(url, concurrency=args.concurrency, requests=64, images=photos))
-        before = thread_cpu_s(server.process.pid)
+        before = threads_cpu_s(server.process.pid)
         result = asyncio.run(
             run_load(url, concurrency=args.concurrency, requests=args.requests, images=photos)
         )
-        after = thread_cpu_s(server.process.pid)
-        names = python_thread_names(server.process.pid)
+        after = threads_cpu_s(server.process.pid)
+        names = python_threads(server.process.pid)
     used = {key: after[key] - before.get(key, 0.0) for key in after}
     per_image = {key: 1000 * seconds / max(result.ok, 1) for key, seconds in used.items()}
     per_process: dict[int, float] = {}
@@ -91,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"process {pid}: {ms:.2f} ms/img")
             for (p, tid), t_ms in sorted(per_image.items(), key=lambda kv: -kv[1]):
                 if p == pid and t_ms >= 0.01:
-                    print(f"  {names.get(tid, 'native (OpenVINO)'):<40} {t_ms:6.2f} ms/img")
+                    name = names.get((p, tid), "native (OpenVINO)")
+                    print(f"  {name:<40} {t_ms:6.2f} ms/img")
     return 0 if not result.errors else 1
 
 
