@@ -119,13 +119,18 @@ async def levels(
             cpu_probe=partial(process_tree_cpu_s, pid),
         )
         out.append({**result.as_dict(), "loadavg_after": os.getloadavg()[0]})
-        say(
-            f"  c={concurrency:>2}: {result.images_per_s:6.1f} img/s, p50 "
-            f"{result.latency_ms['p50']:6.0f} ms, p99 {result.latency_ms['p99']:6.0f} ms, "
-            f"server cpu {result.server_cpu_ms_per_image or 0:5.1f} ms/img, load generator "
-            f"{result.client_cpu_ms_per_image or 0:4.1f} ms/img, errors {result.errors or 0}"
-        )
+        say_level(out[-1], "", "load generator")
     return out
+
+
+def say_level(level: dict[str, Any], prefix: str, client: str) -> None:
+    """One measured level as a progress line (either client's numbers)."""
+    say(
+        f"  {prefix}c={level['concurrency']:>2}: {level['images_per_s']:6.1f} img/s, p50 "
+        f"{level['latency_ms']['p50']:6.0f} ms, p99 {level['latency_ms']['p99']:6.0f} ms, "
+        f"server cpu {level['server_cpu_ms_per_image'] or 0:5.1f} ms/img, {client} "
+        f"{level['client_cpu_ms_per_image'] or 0:4.2f} ms/img, errors {level['errors'] or 0}"
+    )
 
 
 def lean_levels(url: str, images: list[bytes], seconds: float, pid: int) -> list[dict[str, Any]]:
@@ -139,12 +144,7 @@ def lean_levels(url: str, images: list[bytes], seconds: float, pid: int) -> list
             cpu_probe=partial(process_tree_cpu_s, pid),
         )
         out.append({**result, "loadavg_after": os.getloadavg()[0]})
-        say(
-            f"  wrk c={concurrency:>2}: {result['images_per_s']:6.1f} img/s, p50 "
-            f"{result['latency_ms']['p50']:6.0f} ms, p99 {result['latency_ms']['p99']:6.0f} ms, "
-            f"server cpu {result['server_cpu_ms_per_image'] or 0:5.1f} ms/img, wrk "
-            f"{result['client_cpu_ms_per_image'] or 0:4.2f} ms/img, errors {result['errors']}"
-        )
+        say_level(out[-1], "wrk ", "wrk")
     return out
 
 
