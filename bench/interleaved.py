@@ -56,6 +56,12 @@ def median_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         for kind, count in r["errors"].items():
             errors[kind] = errors.get(kind, 0) + count
     out["errors"] = errors
+    parts = {name for r in rounds for name in r.get("server_timing_p50_ms", {})}
+    out["server_timing_p50_ms"] = {
+        name: statistics.median(r["server_timing_p50_ms"][name] for r in rounds)
+        for name in parts
+        if all(name in r.get("server_timing_p50_ms", {}) for r in rounds)
+    }
     return out
 
 
@@ -73,9 +79,11 @@ def median_raw(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "images_per_s": statistics.median(b["images_per_s"] for b in same),
                 "cpu_ms_per_image": statistics.median(b["cpu_ms_per_image"] for b in same),
                 "latency_ms": {"p50": statistics.median(b["latency_ms"]["p50"] for b in same)},
+                "predict_ms": {"p50": statistics.median(b["predict_ms"]["p50"] for b in same)},
             }
         )
-    return {"batches": batches}
+    return {"batches": batches, "decode_ms": {
+        "p50": statistics.median(r["decode_ms"]["p50"] for r in rounds)}}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +182,30 @@ def report(result: dict[str, Any]) -> str:
                         f"CPU {lv['server_cpu_ms_per_image'] or 0:.1f}"
                     )
         lines.append(" | ".join(cells))
-    lines.append("")
+    lines += ["", c1_split(view["raw"][backend], view["service"][backend]["levels"]), ""]
     lines += [f"{'MET ' if ok else 'MISS'} {t} [Python client, median]"
               for t, ok in result["targets_python"].items()]  # fmt: skip
     lines += [f"{'MET ' if ok else 'MISS'} {t} [wrk, median]"
               for t, ok in result["targets_wrk"].items()]  # fmt: skip
     return "\n".join(lines)
+
+
+def c1_split(raw: dict[str, Any], levels: list[dict[str, Any]]) -> str:
+    """Where a lone photo's time goes, served (Server-Timing medians, Python client) beside
+    the raw pipeline at batch 1: what the c=1 latency target is bounded by."""
+    lone = next(lv for lv in levels if lv["concurrency"] == 1)
+    parts, b1 = lone.get("server_timing_p50_ms", {}), raw["batches"][0]
+    if not parts:
+        return "c=1 split: no Server-Timing in the answers"
+    return (
+        f"c=1 split, medians: served p50 {lone['latency_ms']['p50']:.1f} ms = decode "
+        f"{parts['decode']:.1f} + infer {parts['infer']:.1f} + outside the model call "
+        f"{parts['outside_model']:.1f} (of which queue {parts['queue']:.1f}, rest of the app "
+        f"{parts['app'] - parts['queue'] - parts['decode'] - parts['infer']:.1f}, before and "
+        f"after the app {lone['latency_ms']['p50'] - parts['app']:.1f}; per-part medians, so "
+        f"the sum is approximate) | raw b1 p50 {b1['latency_ms']['p50']:.1f} ms = decode "
+        f"{raw['decode_ms']['p50']:.1f} + predict {b1['predict_ms']['p50']:.1f}"
+    )
 
 
 if __name__ == "__main__":

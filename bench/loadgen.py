@@ -14,9 +14,10 @@ import argparse
 import asyncio
 import itertools
 import json
+import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,6 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import percentiles_ms, real_photos
+
+from kitchenware.serving.http.servertiming import parse as parse_server_timing
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -49,6 +52,9 @@ class LoadResult:
     server_cpu_ms_per_image: float | None = None  # from cpu_probe, when given
     # This process's CPU: the load generator shares the cores with the server under test.
     client_cpu_ms_per_image: float | None = None
+    # Medians of the answers' Server-Timing parts (our service sends them; peers do not),
+    # and `outside_model`: what the client waited beyond the model call's decode + infer.
+    server_timing_p50_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,10 +163,18 @@ async def run_load(
     """Send `warmup_requests` (not counted) then `requests` uploads from `concurrency` clients."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
+    timings: defaultdict[str, list[float]] = defaultdict(list)
 
     async def record(answer: Answer) -> None:
         if answer.outcome == "200":
             latencies.append(answer.seconds)
+            assert answer.response is not None
+            if header := answer.response.headers.get("server-timing"):
+                parts = parse_server_timing(header)
+                for name, ms in parts.items():
+                    timings[name].append(ms)
+                model_ms = parts.get("decode", 0.0) + parts.get("infer", 0.0)
+                timings["outside_model"].append(answer.seconds * 1000 - model_ms)
         else:
             errors[answer.outcome] += 1
 
@@ -202,6 +216,7 @@ async def run_load(
         if cpu_used is not None and images_done
         else None,
         client_cpu_ms_per_image=1000 * client_used / images_done if images_done else None,
+        server_timing_p50_ms={name: statistics.median(ms) for name, ms in timings.items()},
     )
 
 

@@ -13,6 +13,7 @@ from kitchenware.serving.http.cors import cors_options
 from kitchenware.serving.http.docspage import DocsPage
 from kitchenware.serving.http.overload import AdmissionGate
 from kitchenware.serving.http.requestid import RequestIdMiddleware
+from kitchenware.serving.http.servertiming import ServerTimingMiddleware
 from kitchenware.serving.http.uploads import UploadGate, UploadPace
 from kitchenware.serving.inference.tasks import TaskRoutes
 from kitchenware.serving.metrics import count_rejection
@@ -27,7 +28,8 @@ def install_middlewares(
 ) -> None:
     """BentoML applies these in the order added, outermost first.
 
-    Request ids first, so every answer below (refusals too) carries one; CORS (off unless
+    Request ids first, so every answer below (refusals too) carries one; Server-Timing
+    (where the request's time went: http/servertiming.py); CORS (off unless
     origins are set) answers preflights; the API key check (off unless keys are set) refuses
     strangers everywhere but /livez, /readyz, /metrics (the Swagger page too); this service's
     own Swagger page at / and /docs.json; admission counts a request on the routes that run
@@ -37,6 +39,7 @@ def install_middlewares(
     """
     table = routes(settings)
     service.add_asgi_middleware(RequestIdMiddleware)
+    service.add_asgi_middleware(ServerTimingMiddleware)
     if (cors := cors_options(settings.cors_allowed_origins)) is not None:
         service.add_asgi_middleware(CORSMiddleware, **cors)
     service.add_asgi_middleware(ApiKeyGate, keys=settings.api_keys)

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_assets import cpu_facts, describe_cpu
 from burst import burst
-from interleaved import median_level, median_raw
+from interleaved import c1_split, median_level, median_raw
 from loadgen import run_load
 from serving import attempt, comparison, report, targets
 from wrk_load import run_wrk, wrk_path
@@ -34,6 +34,8 @@ class _EveryThirdBusy(BaseHTTPRequestHandler):
             type(self).count += 1
             busy = self.count % 3 == 0
         self.send_response(503 if busy else 200)
+        if not busy:  # the service's Server-Timing, for the split of where time went
+            self.send_header("Server-Timing", 'queue;dur=1, decode;dur=2, infer;dur=3;desc="x"')
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"{}")
@@ -62,6 +64,10 @@ def test_load_generator_counts_answers_and_errors_by_status(flaky_server: str) -
     assert result.errors == {"503": 10}
     assert result.req_per_s > 0 and result.latency_ms["p99"] >= result.latency_ms["p50"] > 0
     assert result.client_cpu_ms_per_image is not None and result.client_cpu_ms_per_image > 0
+    timing = result.server_timing_p50_ms
+    assert (timing["queue"], timing["decode"], timing["infer"]) == (1.0, 2.0, 3.0)
+    # What the client waited beyond the model call (decode + infer): latency - 5 ms.
+    assert timing["outside_model"] == pytest.approx(result.latency_ms["p50"] - 5.0, abs=1.0)
 
 
 def test_burst_on_the_same_driver_counts_busy_answers_without_retry_after(
@@ -99,17 +105,20 @@ def _level(c: int, img_per_s: float, p50: float, p99: float, cpu: float, **error
         "concurrency": c, "requests": 10, "ok": 10 - sum(errors.values()),
         "images_per_s": img_per_s, "latency_ms": {"p50": p50, "p90": p99, "p99": p99},
         "errors": errors, "server_cpu_ms_per_image": cpu, "client_cpu_ms_per_image": 2.0,
-        "loadavg_after": 1.0,
+        "loadavg_after": 1.0, "server_timing_p50_ms": {
+            "queue": 0.5, "decode": 3.0, "infer": 9.0, "app": 13.0, "outside_model": p50 - 12.0},
     }  # fmt: skip
 
 
 def _raw(b1_p50: float, b16_rate: float, b16_cpu: float) -> dict:
     return {"batches": [
         {"batch_size": 1, "images_per_s": 50.0, "cpu_ms_per_image": 20.0,
-         "latency_ms": {"p50": b1_p50, "p90": b1_p50, "p99": b1_p50}},
+         "latency_ms": {"p50": b1_p50, "p90": b1_p50, "p99": b1_p50},
+         "predict_ms": {"p50": b1_p50 - 3.0}},
         {"batch_size": 16, "images_per_s": b16_rate, "cpu_ms_per_image": b16_cpu,
-         "latency_ms": {"p50": 200.0, "p90": 200.0, "p99": 200.0}},
-    ]}  # fmt: skip
+         "latency_ms": {"p50": 200.0, "p90": 200.0, "p99": 200.0},
+         "predict_ms": {"p50": 150.0}},
+    ], "decode_ms": {"p50": 3.0}}  # fmt: skip
 
 
 LITSERVE = [_level(1, 38.0, 22.0, 30.0, 24.0), _level(16, 70.0, 260, 420, 25.0)]
@@ -206,11 +215,18 @@ def test_interleaved_rounds_are_judged_on_their_medians() -> None:
     assert level["server_cpu_ms_per_image"] == 18.0 and level["errors"] == {"503": 1}
     raws = [_raw(b1_p50=p50, b16_rate=rate, b16_cpu=cpu) for p50, rate, cpu in
             [(12.0, 95.0, 16.0), (15.0, 80.0, 20.0), (11.0, 110.0, 14.0)]]  # fmt: skip
-    b1, b16 = median_raw(raws)["batches"]
+    raw = median_raw(raws)
+    b1, b16 = raw["batches"]
     assert b1["latency_ms"]["p50"] == 12.0 and (b16["images_per_s"], b16["cpu_ms_per_image"]) == (
         95.0,
         16.0,
     )
+    assert level["server_timing_p50_ms"]["infer"] == 9.0
+    # The c=1 latency beside the raw batch-1 call, split into the model's parts and the rest.
+    split = c1_split(raw, [median_level([_level(1, 60.0, p50, 30.0, 20.0) for p50 in (16, 18)])])
+    assert "served p50 17.0 ms = decode 3.0 + infer 9.0 + outside the model call 5.0" in split
+    assert "before and after the app 4.0" in split
+    assert "raw b1 p50 12.0 ms = decode 3.0 + predict 9.0" in split
 
 
 def test_a_stage_that_cannot_run_is_reported_and_the_run_goes_on() -> None:

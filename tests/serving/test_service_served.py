@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from support.service import CLASS_COLOURS, ServedService, shared_server
 from support.upload_catalogue import Case, catalogue
 
 from kitchenware.serving.http.requestid import WELL_FORMED
+from kitchenware.serving.http.servertiming import parse as parse_server_timing
 
 pytestmark = pytest.mark.slow
 
@@ -227,6 +229,24 @@ def test_a_broken_photo_fails_alone_in_a_shared_model_call(server: ServedService
             assert response.json()["label"] == name
     assert after[0] - before[0] == 16 - len(broken)  # images the model saw
     assert after[1] - before[1] < 16 - len(broken), "the requests should share model calls"
+
+
+def test_answers_say_where_their_time_went(server: ServedService) -> None:
+    """Server-Timing: the model call's parts (decode, infer with its batch size) and the wait
+    for it, inside the app's time, inside what the client waited."""
+    started = time.perf_counter()
+    answer = httpx.post(f"{server.url}/classify", files={"image": ("x.png", image_bytes())})
+    waited_ms = (time.perf_counter() - started) * 1000
+    assert answer.status_code == 200
+    header = answer.headers["server-timing"]
+    assert "infer;dur=" in header and 'desc="batch of 1"' in header
+    parts = parse_server_timing(header)
+    assert set(parts) == {"queue", "decode", "infer", "app"}
+    assert min(parts.values()) >= 0
+    assert parts["queue"] + parts["decode"] + parts["infer"] <= parts["app"] <= waited_ms
+    refused = httpx.post(f"{server.url}/classify", files={"image": ("x.png", b"not a photo")})
+    assert refused.status_code == 400
+    assert set(parse_server_timing(refused.headers["server-timing"])) == {"app"}
 
 
 def _batch_histogram(server: ServedService) -> tuple[float, float]:

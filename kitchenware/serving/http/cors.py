@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 ALLOWED_METHODS = ("GET", "POST", "OPTIONS")
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
-EXPOSED_HEADERS = ("X-Request-ID", "Retry-After")
+EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "Server-Timing")
 PREFLIGHT_CACHE_S = 600
 
 

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 
 from kitchenware.runtime.backends import Backend, load_backend
 from kitchenware.serving.http.requestid import request_id_of
+from kitchenware.serving.http.servertiming import note
 from kitchenware.serving.inference.batching import MicroBatcher, QueueFull
 from kitchenware.serving.inference.decoding import (
     BatchClassification,
@@ -94,6 +95,10 @@ class Classified:
     arrays: np.ndarray  # the decoded (n, size, size, 3) uint8 photos
     probabilities: np.ndarray | None = None
     failures: list[DecodeFailure] = field(default_factory=list)
+    # The model call this request shared: its decode and infer seconds and its batch size.
+    decode_s: float = 0.0
+    infer_s: float = 0.0
+    batch_size: int = 0
 
 
 class Pipeline:
@@ -172,6 +177,7 @@ class Pipeline:
         """The batcher's one call, in its worker thread: decode every request's uploads, then
         one model call for the requests whose photos all decoded."""
         meta, max_pixels = self.served.metadata, self.settings.max_image_pixels
+        started = time.perf_counter()
         jobs = [
             (photos, index, upload)
             for photos in requests
@@ -204,13 +210,16 @@ class Pipeline:
         if not good:
             return answers
         batch = good[0].arrays if len(good) == 1 else np.concatenate([a.arrays for a in good])
-        started = time.perf_counter()
+        decoded_at = time.perf_counter()
         probabilities = self.backend.predict_arrays(batch)
-        INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        infer_s = time.perf_counter() - decoded_at
+        INFERENCE_SECONDS.observe(infer_s)
         BATCH_SIZE.observe(len(batch))
         offset = 0
         for answer in good:
             answer.probabilities = probabilities[offset : offset + len(answer.arrays)]
+            answer.decode_s, answer.infer_s = decoded_at - started, infer_s
+            answer.batch_size = len(batch)
             offset += len(answer.arrays)
         return answers
 
@@ -248,7 +257,11 @@ class Pipeline:
         if done.failures:
             return decode_failure_response(done.failures)
         assert done.probabilities is not None
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        note(scope, "queue", elapsed - done.decode_s - done.infer_s)
+        note(scope, "decode", done.decode_s)
+        note(scope, "infer", done.infer_s, f"batch of {done.batch_size}")
+        elapsed_ms = elapsed * 1000
         request_id = request_id_of(scope)
         if self.shadow is not None:  # a queue append: the answer never waits for it
             self.shadow.offer(request_id, done.arrays, done.probabilities)
