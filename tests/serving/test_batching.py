@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Sequence
 
@@ -78,3 +79,24 @@ def test_a_queue_over_the_latency_budget_is_refused_at_once() -> None:
         assert await running == 10 and await queued == 20
 
     asyncio.run(main())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # by design
+def test_a_batcher_thread_that_dies_fails_its_call_and_is_replaced() -> None:
+    def run(items: Sequence[int]) -> list[int]:
+        if 0 in items:
+            raise SystemExit  # a BaseException ends the thread it runs in
+        return [item * 10 for item in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, max_batch_size=4, max_latency_ms=10_000)
+
+    async def main() -> int:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            await asyncio.wait_for(batcher.submit(0, 1), 5)
+        return await asyncio.wait_for(batcher.submit(7, 1), 5)
+
+    first = threading.enumerate()
+    assert asyncio.run(main()) == 70
+    for thread in threading.enumerate():  # the dead one reports its exit inside this test
+        if thread not in first and thread.name == "kitchenware-batcher":
+            thread.join(0.1)

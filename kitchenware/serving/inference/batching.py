@@ -75,14 +75,16 @@ class MicroBatcher(Generic[Item, Result]):
                     f"of work, over the {self.max_latency_ms:.0f} ms budget."
                 )
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="kitchenware-batcher", daemon=True
-                )
-                self._thread.start()
+                self._start_thread()
             self._queue.append(pending)
             self._queued_images += images
             self._changed.notify()
         return await pending.future
+
+    def _start_thread(self) -> None:
+        """(With the lock held.) The thread that runs the calls."""
+        self._thread = threading.Thread(target=self._serve, name="kitchenware-batcher", daemon=True)
+        self._thread.start()
 
     def _take(self) -> list[_Pending[Item, Result]]:
         """Whole requests up to max_batch_size images (a bigger request goes alone)."""
@@ -111,6 +113,14 @@ class MicroBatcher(Generic[Item, Result]):
             except Exception as exc:
                 self._deliver(taken, [exc] * len(taken))
                 continue
+            except BaseException:  # this thread ends here: another takes over the queue
+                stopped = RuntimeError("The model call was interrupted; retry the request.")
+                self._deliver(taken, [stopped] * len(taken))
+                with self._changed:
+                    self._thread = None
+                    if self._queue:
+                        self._start_thread()
+                raise
             images = sum(p.images for p in taken)
             elapsed = time.perf_counter() - started
             self.seconds_per_image += EMA_WEIGHT * (elapsed / images - self.seconds_per_image)
