@@ -15,7 +15,9 @@ import logging
 import re
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kitchenware.serving.http.headers import setting_header
 
 HEADER = "X-Request-ID"
 HEADER_KEY = HEADER.lower().encode()
@@ -76,18 +78,11 @@ class RequestIdMiddleware:
             (HEADER_KEY, request_id.encode()),
         ]
         token = _request_id.set(request_id)
-        header = (HEADER_KEY, request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != header[0]]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
+        value = request_id.encode()
         # No access line of our own: BentoML's access log writes one per request (method,
         # path, status, sizes, time), with this id appended by RequestIdLogFilter.
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, setting_header(send, HEADER_KEY, lambda: value))
         finally:
             _request_id.reset(token)
 

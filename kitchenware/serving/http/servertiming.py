@@ -14,7 +14,9 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kitchenware.serving.http.headers import setting_header
 
 HEADER_KEY = b"server-timing"
 SCOPE_KEY = "kitchenware.server_timing"
@@ -60,11 +62,7 @@ class ServerTimingMiddleware:
         parts: list[tuple[str, float, str]] = []
         scope[SCOPE_KEY] = parts
 
-        async def send_with_timing(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                parts.append(("app", time.perf_counter() - started, ""))
-                headers = [*message.get("headers", []), (HEADER_KEY, header_value(parts))]
-                message = {**message, "headers": headers}
-            await send(message)
+        def value() -> bytes:
+            return header_value([*parts, ("app", time.perf_counter() - started, "")])
 
-        await self.app(scope, receive, send_with_timing)
+        await self.app(scope, receive, setting_header(send, HEADER_KEY, value))
